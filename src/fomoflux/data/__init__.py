@@ -1,0 +1,1 @@
+"""Datasets: registry, generation and download, webdataset shards, the duckdb catalog."""
