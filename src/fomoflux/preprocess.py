@@ -32,5 +32,8 @@ class Normalizer:
         return cls(mean, std, device)
 
     def __call__(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        images = images_uint8.to(self.device, non_blocking=True).float()
-        return images * self.scale - self.shift
+        if images_uint8.dtype != torch.uint8:
+            raise TypeError(f"Normalizer expects uint8 images, got {images_uint8.dtype}")
+        # .float() of a uint8 tensor is a fresh tensor, so the in-place ops below touch no caller data; they halve
+        # the cost, which matters for tiny models whose forward pass is cheaper than this conversion.
+        return images_uint8.to(self.device, non_blocking=True).float().mul_(self.scale).sub_(self.shift)

@@ -1,0 +1,360 @@
+"""Zero-shot evaluation of open_clip CLIP models: classification top-1 and retrieval R@k.
+
+Conventions (see BENCHMARK.md, "Evaluation and metrics"):
+
+* Classification: one prompt per class (``DatasetSpec.prompt``), class text embeddings computed once per
+  (checkpoint, dataset) with the current text tower, prediction = argmax of cosine similarity. Tie policy: the
+  lowest class index wins (``torch.argmax``); a sample whose similarities contain NaN counts as wrong.
+* Retrieval: image *i* is paired with its first caption. R@k is the mean of image->text and text->image recall@k.
+  Tie policy (pessimistic, independent of sample order): the rank of the true partner is the number of *other*
+  candidates whose similarity is >= the true pair's, so a tie never counts in the model's favour; a NaN similarity is
+  a miss.
+* Subsets: :func:`stratified_subset` draws the fixed per-dataset evaluation subset; it is a pure function of its
+  inputs, so the same (class_ids, seed) always gives the same subset (the reference release shrinks its subsets on
+  every call — a defect).
+
+Images arrive as uint8 ``SampleSet.images`` at the model's resolution; they are normalised batched on the device with
+:class:`fomoflux.preprocess.Normalizer` and encoded under ``torch.inference_mode()``. Per-batch work besides the image
+tower is a slice, the normalisation and (for classification) one small matmul + argmax; results stay on the device
+until the end of a dataset, so there is no host synchronisation per batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from typing import Iterator, Sequence
+
+import torch
+
+from fomoflux.data.registry import DatasetSpec
+from fomoflux.data.sampleset import SampleSet
+from fomoflux.errors import ConfigError, DataError
+from fomoflux.preprocess import Normalizer
+
+RETRIEVAL_KS = (1, 5)
+PRIMARY_METRIC = {"classification": "top1", "retrieval": "R@5"}
+RESULT_COLUMNS = ("dataset", "role", "kind", "metric", "value", "n", "primary")
+
+__all__ = [
+    "stratified_subset",
+    "subset_size",
+    "class_embeddings",
+    "top1_correct",
+    "retrieval_recall",
+    "evaluate_classification",
+    "evaluate_retrieval",
+    "evaluate_datasets",
+    "PRIMARY_METRIC",
+]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fixed evaluation subsets
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def subset_size(n_samples: int, n_classes: int, *, min_size: int = 300, per_class: int = 2, fraction: float = 0.1) -> int:
+    """n = min(N, max(per_class·C, min_size, ⌊fraction·N⌋))."""
+    return min(n_samples, max(per_class * n_classes, min_size, math.floor(fraction * n_samples)))
+
+
+def stratified_subset(
+    class_ids: torch.Tensor,
+    seed: int,
+    *,
+    min_size: int = 300,
+    per_class: int = 2,
+    fraction: float = 0.1,
+) -> torch.Tensor:
+    """Sorted int64 indices of a seeded, class-stratified evaluation subset.
+
+    Size: ``n = min(N, max(per_class·C, min_size, ⌊fraction·N⌋))`` with C the number of distinct classes (ids >= 0).
+    Allocation: every class gets one sample first (when n >= C; otherwise n classes drawn at random get one), the rest
+    is shared in proportion to what each group has left (largest-remainder rounding, ties broken by the seed).
+    Samples with class -1 (retrieval) form one group drawn uniformly. Within a group the samples are drawn uniformly.
+
+    A pure function: the same ``class_ids`` and ``seed`` give the same indices on every call.
+    """
+    ids = torch.as_tensor(class_ids).reshape(-1).to("cpu", torch.long)
+    if min_size < 0 or per_class < 0 or not 0.0 <= fraction <= 1.0:
+        raise ValueError(
+            f"stratified_subset: need min_size >= 0, per_class >= 0, 0 <= fraction <= 1; "
+            f"got min_size={min_size}, per_class={per_class}, fraction={fraction}"
+        )
+    n_total = ids.numel()
+    if n_total and int(ids.min()) < -1:
+        raise ValueError(f"stratified_subset: class ids must be >= -1, got {int(ids.min())}")
+    classes = torch.unique(ids[ids >= 0]).tolist()  # sorted
+    n = subset_size(n_total, len(classes), min_size=min_size, per_class=per_class, fraction=fraction)
+    if n >= n_total:
+        return torch.arange(n_total, dtype=torch.long)
+
+    gen = torch.Generator().manual_seed(int(seed))
+    groups = [torch.nonzero(ids == c).flatten() for c in classes]
+    n_class_groups = len(groups)
+    unlabelled = torch.nonzero(ids == -1).flatten()
+    if unlabelled.numel():
+        groups.append(unlabelled)
+    sizes = [g.numel() for g in groups]
+
+    # 1. at least one per class where possible
+    base = [0] * len(groups)
+    if n >= n_class_groups:
+        base[:n_class_groups] = [1] * n_class_groups
+    else:
+        for g in torch.randperm(n_class_groups, generator=gen)[:n].tolist():
+            base[g] = 1
+    # 2. the rest in proportion to what is left (exact integer largest-remainder)
+    rest = n - sum(base)
+    caps = [s - b for s, b in zip(sizes, base)]
+    cap_total = sum(caps)
+    alloc = list(base)
+    if rest > 0:
+        floors = [rest * c // cap_total for c in caps]
+        remainders = [rest * c % cap_total for c in caps]
+        tiebreak = torch.randperm(len(groups), generator=gen).tolist()
+        order = sorted(range(len(groups)), key=lambda g: (-remainders[g], tiebreak[g]))
+        leftover = rest - sum(floors)
+        for g in range(len(groups)):
+            alloc[g] += floors[g]
+        for g in order[:leftover]:
+            alloc[g] += 1  # remainder > 0 here, so floor + 1 <= cap
+    # 3. uniform draw within each group
+    picked = [
+        group[torch.randperm(group.numel(), generator=gen)[:k]] for group, k in zip(groups, alloc) if k > 0
+    ]
+    return torch.sort(torch.cat(picked)).values
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Embeddings and metric kernels
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _eval_mode(model) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _encode_texts(model, tokenizer, texts: Sequence[str], device, batch_size: int) -> torch.Tensor:
+    if not texts:
+        raise ValueError("no texts to encode")
+    parts = []
+    for start in range(0, len(texts), batch_size):
+        tokens = tokenizer(list(texts[start : start + batch_size])).to(device)
+        parts.append(model.encode_text(tokens, normalize=True).float())
+    return torch.cat(parts)
+
+
+def class_embeddings(model, tokenizer, classnames: Sequence[str], prompt: str, device, batch_size: int = 256) -> torch.Tensor:
+    """L2-normalised text embeddings [C, D] (float32, on ``device``) of ``prompt.format(class)`` for each class.
+
+    Compute it once per (checkpoint, dataset) and reuse it for every image batch.
+    """
+    if not classnames:
+        raise ValueError("class_embeddings: no class names")
+    with _eval_mode(model):
+        return _encode_texts(model, tokenizer, [prompt.format(c) for c in classnames], device, batch_size)
+
+
+def top1_correct(image_emb: torch.Tensor, class_emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Number of correct top-1 predictions (a 0-d tensor on the embeddings' device; no host sync).
+
+    Prediction = argmax of ``image_emb @ class_emb.T`` (lowest class index on ties); rows with NaN are wrong.
+    """
+    logits = image_emb @ class_emb.T
+    pred = logits.argmax(dim=1)
+    ok = pred == labels
+    nan_rows = torch.isnan(logits).any(dim=1)
+    return (ok & ~nan_rows).sum()
+
+
+def _partner_ranks(query: torch.Tensor, gallery: torch.Tensor, chunk: int) -> torch.Tensor:
+    """0-based pessimistic rank of gallery[i] for query[i]: #{j != i : sim(i, j) >= sim(i, i)}; NaN -> N."""
+    n = query.shape[0]
+    ranks = torch.empty(n, dtype=torch.long, device=query.device)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        sim = query[start:stop] @ gallery.T  # [b, N]
+        rows = torch.arange(stop - start, device=query.device)
+        true = sim[rows, rows + start]
+        rank = (sim >= true[:, None]).sum(dim=1) - 1
+        ranks[start:stop] = torch.where(torch.isnan(true), torch.full_like(rank, n), rank)
+    return ranks
+
+
+def retrieval_recall(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, ks: Sequence[int] = RETRIEVAL_KS, *, chunk: int = 2048
+) -> dict[str, float]:
+    """Recall@k for paired embeddings (row i of each is a pair), any similarity scale (dot product).
+
+    Returns ``{"R@k": mean of both directions, "i2t_R@k": ..., "t2i_R@k": ...}`` for each k.
+    """
+    if image_emb.ndim != 2 or image_emb.shape != text_emb.shape:
+        raise ValueError(f"retrieval_recall: need two [N, D] tensors of one shape, got {tuple(image_emb.shape)} and {tuple(text_emb.shape)}")
+    if image_emb.shape[0] == 0:
+        raise ValueError("retrieval_recall: no pairs")
+    i2t = _partner_ranks(image_emb, text_emb, chunk)
+    t2i = _partner_ranks(text_emb, image_emb, chunk)
+    out: dict[str, float] = {}
+    for k in ks:
+        a = (i2t < k).double().mean().item()
+        b = (t2i < k).double().mean().item()
+        out[f"R@{k}"] = (a + b) / 2
+        out[f"i2t_R@{k}"] = a
+        out[f"t2i_R@{k}"] = b
+    return out
+
+
+def _image_batches(samples: SampleSet, normalizer: Normalizer, batch_size: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+    images = samples.images
+    for start in range(0, images.shape[0], batch_size):
+        stop = min(start + batch_size, images.shape[0])
+        yield start, stop, normalizer(images[start:stop])
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Per-dataset evaluation
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def evaluate_classification(
+    model,
+    tokenizer,
+    spec: DatasetSpec,
+    samples: SampleSet,
+    *,
+    batch_size: int = 512,
+    device="cpu",
+) -> dict:
+    """Zero-shot top-1 over the dataset's own classes: ``{"top1": float in [0, 1], "n": int}``."""
+    return _classification(model, tokenizer, spec, samples, batch_size, device, None)
+
+
+def _classification(model, tokenizer, spec: DatasetSpec, samples: SampleSet, batch_size: int, device, progress) -> dict:
+    _check_batch_size(batch_size)
+    if spec.kind != "classification":
+        raise ConfigError(f"dataset {spec.name!r}: evaluate_classification needs kind 'classification', got {spec.kind!r}")
+    n = len(samples)
+    if n == 0:
+        raise DataError(f"dataset {spec.name!r}: no samples to evaluate")
+    labels = samples.class_ids
+    n_classes = len(spec.classnames)
+    if int(labels.min()) < 0 or int(labels.max()) >= n_classes:
+        bad = int(torch.nonzero((labels < 0) | (labels >= n_classes))[0])
+        raise DataError(
+            f"dataset {spec.name!r}: sample {samples.keys[bad]!r} has class id {int(labels[bad])}, "
+            f"outside [0, {n_classes})"
+        )
+    device = torch.device(device)
+    text = class_embeddings(model, tokenizer, spec.classnames, spec.prompt, device)
+    normalizer = Normalizer.for_model(model, device)
+    labels = labels.to(device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    with _eval_mode(model):
+        for start, stop, images in _image_batches(samples, normalizer, batch_size):
+            emb = model.encode_image(images, normalize=True)
+            correct += top1_correct(emb.float(), text, labels[start:stop])
+            if progress is not None:
+                progress.update(stop - start)
+    return {"top1": correct.item() / n, "n": n}
+
+
+def evaluate_retrieval(model, tokenizer, samples: SampleSet, *, batch_size: int = 512, device="cpu") -> dict:
+    """Image<->text retrieval with each image paired to its first caption: ``{"R@1", "R@5", "n"}``."""
+    return _retrieval(model, tokenizer, samples, batch_size, device, None)
+
+
+def _retrieval(model, tokenizer, samples: SampleSet, batch_size: int, device, progress) -> dict:
+    _check_batch_size(batch_size)
+    n = len(samples)
+    if n == 0:
+        raise DataError("retrieval evaluation: no samples to evaluate")
+    device = torch.device(device)
+    normalizer = Normalizer.for_model(model, device)
+    with _eval_mode(model):
+        image_parts = []
+        for start, stop, images in _image_batches(samples, normalizer, batch_size):
+            image_parts.append(model.encode_image(images, normalize=True).float())
+            if progress is not None:
+                progress.update(stop - start)
+        image_emb = torch.cat(image_parts)
+        text_emb = _encode_texts(model, tokenizer, [c[0] for c in samples.captions], device, batch_size)
+        recall = retrieval_recall(image_emb, text_emb, RETRIEVAL_KS)
+    return {**{f"R@{k}": recall[f"R@{k}"] for k in RETRIEVAL_KS}, "n": n}
+
+
+def evaluate_datasets(
+    model,
+    tokenizer,
+    datasets: list[tuple[DatasetSpec, SampleSet]],
+    *,
+    batch_size: int = 512,
+    device="cpu",
+    progress: bool = True,
+):
+    """Evaluate every (spec, samples) pair; one row per (dataset, metric) as a polars DataFrame.
+
+    Columns: dataset, role, kind, metric ("top1" | "R@1" | "R@5"), value (in [0, 1]), n, primary (top1 for
+    classification, R@5 for retrieval). A tqdm bar over all images goes to stderr when ``progress``.
+    """
+    import polars as pl
+    from tqdm import tqdm
+
+    names = [spec.name for spec, _ in datasets]
+    dupes = sorted({x for x in names if names.count(x) > 1})
+    if dupes:
+        raise ConfigError(f"evaluate_datasets: datasets listed more than once: {dupes}")
+    for spec, _ in datasets:
+        if spec.kind not in PRIMARY_METRIC:
+            raise ConfigError(f"dataset {spec.name!r}: kind {spec.kind!r} cannot be evaluated (classification or retrieval only)")
+
+    rows: list[dict] = []
+    total = sum(len(samples) for _, samples in datasets)
+    with tqdm(total=total, unit="img", desc="eval", file=sys.stderr, disable=not progress, dynamic_ncols=True) as bar:
+        for spec, samples in datasets:
+            bar.set_postfix_str(spec.name, refresh=False)
+            if spec.kind == "classification":
+                result = _classification(model, tokenizer, spec, samples, batch_size, device, bar)
+                metrics = ["top1"]
+            else:
+                try:
+                    result = _retrieval(model, tokenizer, samples, batch_size, device, bar)
+                except DataError as err:
+                    raise DataError(f"dataset {spec.name!r}: {err}") from None
+                metrics = [f"R@{k}" for k in RETRIEVAL_KS]
+            for metric in metrics:
+                rows.append(
+                    {
+                        "dataset": spec.name,
+                        "role": spec.role,
+                        "kind": spec.kind,
+                        "metric": metric,
+                        "value": float(result[metric]),
+                        "n": int(result["n"]),
+                        "primary": metric == PRIMARY_METRIC[spec.kind],
+                    }
+                )
+    schema = {
+        "dataset": pl.String,
+        "role": pl.String,
+        "kind": pl.String,
+        "metric": pl.String,
+        "value": pl.Float64,
+        "n": pl.Int64,
+        "primary": pl.Boolean,
+    }
+    return pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)

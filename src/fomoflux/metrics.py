@@ -1,0 +1,182 @@
+"""The metric matrix of a run, its A_KA / A_ZS / GM summary, and the cross-run results database.
+
+Metric matrix (long table, one row per (run, task, dataset, metric)):
+    run, task (0 = base model before the stream, t = after task t), dataset, role ("adaptation" | "evaluation"), kind,
+    metric ("top1" | "R@1" | "R@5"), value (in [0, 1]), n, primary (bool), subset (bool: fixed subset vs full set).
+
+Summary (one row per (run, task)):
+    run, task, A_KA (mean primary metric over adaptation datasets), A_ZS (mean over evaluation datasets),
+    GM = sqrt(A_KA · A_ZS), n_adaptation, n_evaluation, subset. Values in [0, 1]; A_KA / A_ZS / GM are null when the
+    task has no dataset of that role.
+
+Results database (duckdb): tables ``metrics`` and ``summary`` across runs, view ``final`` = last task of each run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import polars as pl
+
+from fomoflux.io import atomic_path
+
+EVAL_COLUMNS = ("dataset", "role", "kind", "metric", "value", "n", "primary")
+
+MATRIX_SCHEMA: dict[str, pl.DataType] = {
+    "run": pl.String,
+    "task": pl.Int64,
+    "dataset": pl.String,
+    "role": pl.String,
+    "kind": pl.String,
+    "metric": pl.String,
+    "value": pl.Float64,
+    "n": pl.Int64,
+    "primary": pl.Boolean,
+    "subset": pl.Boolean,
+}
+
+SUMMARY_SCHEMA: dict[str, pl.DataType] = {
+    "run": pl.String,
+    "task": pl.Int64,
+    "A_KA": pl.Float64,
+    "A_ZS": pl.Float64,
+    "GM": pl.Float64,
+    "n_adaptation": pl.Int64,
+    "n_evaluation": pl.Int64,
+    "subset": pl.Boolean,
+}
+
+ROLES = ("adaptation", "evaluation")
+
+__all__ = ["MATRIX_SCHEMA", "SUMMARY_SCHEMA", "matrix_from_evals", "summarize", "write_results_db", "read_results_db"]
+
+
+def _check_columns(frame: pl.DataFrame, needed: Sequence[str], what: str) -> None:
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what}: missing columns {missing} (has {frame.columns})")
+
+
+def _check_unique(frame: pl.DataFrame, keys: list[str], what: str) -> None:
+    dupes = frame.group_by(keys).len().filter(pl.col("len") > 1)
+    if dupes.height:
+        raise ValueError(f"{what}: duplicate rows for {keys}: {dupes.drop('len').head(5).to_dicts()}")
+
+
+def matrix_from_evals(run: str, evals: Mapping[int, pl.DataFrame], subset_flags: Mapping[int, bool]) -> pl.DataFrame:
+    """Stack per-task ``evaluate_datasets`` frames into the run's metric matrix, sorted by task (row order kept within a task).
+
+    ``evals[t]`` is the evaluation after task t (t = 0: the base model); ``subset_flags[t]`` says whether it was on the
+    fixed subset (True) or the full sets (False). Every task in ``evals`` needs a flag.
+    """
+    if not run:
+        raise ValueError("matrix_from_evals: empty run name")
+    missing = sorted(set(evals) - set(subset_flags))
+    if missing:
+        raise ValueError(f"matrix_from_evals({run!r}): no subset flag for tasks {missing}")
+    parts = []
+    for task in sorted(evals):
+        if int(task) != task or task < 0:
+            raise ValueError(f"matrix_from_evals({run!r}): task must be an int >= 0, got {task!r}")
+        frame = evals[task]
+        _check_columns(frame, EVAL_COLUMNS, f"matrix_from_evals({run!r}), task {task}")
+        parts.append(
+            frame.select(EVAL_COLUMNS).with_columns(
+                pl.lit(run).alias("run"), pl.lit(int(task)).alias("task"), pl.lit(bool(subset_flags[task])).alias("subset")
+            )
+        )
+    if not parts:
+        return pl.DataFrame(schema=MATRIX_SCHEMA)
+    matrix = pl.concat(parts, how="vertical_relaxed").select(
+        [pl.col(name).cast(dtype) for name, dtype in MATRIX_SCHEMA.items()]
+    )
+    _check_unique(matrix, ["task", "dataset", "metric"], f"matrix_from_evals({run!r})")
+    return matrix
+
+
+def summarize(matrix: pl.DataFrame) -> pl.DataFrame:
+    """Per (run, task): A_KA, A_ZS, GM = sqrt(A_KA·A_ZS), n_adaptation, n_evaluation, subset; sorted by run, task."""
+    _check_columns(matrix, list(MATRIX_SCHEMA), "summarize")
+    primary = matrix.filter(pl.col("primary"))
+    _check_unique(primary, ["run", "task", "dataset"], "summarize (primary metrics)")
+    bad_roles = primary.filter(~pl.col("role").is_in(ROLES))["role"].unique().to_list()
+    if bad_roles:
+        raise ValueError(f"summarize: roles must be one of {ROLES}, got {bad_roles}")
+    tasks = matrix.select("run", "task", "subset").group_by("run", "task").agg(pl.col("subset").all())
+    per_role = primary.group_by("run", "task").agg(
+        pl.col("value").filter(pl.col("role") == "adaptation").mean().alias("A_KA"),
+        pl.col("value").filter(pl.col("role") == "evaluation").mean().alias("A_ZS"),
+        (pl.col("role") == "adaptation").sum().cast(pl.Int64).alias("n_adaptation"),
+        (pl.col("role") == "evaluation").sum().cast(pl.Int64).alias("n_evaluation"),
+    )
+    summary = (
+        tasks.join(per_role, on=["run", "task"], how="left")
+        .with_columns(
+            pl.col("n_adaptation").fill_null(0),
+            pl.col("n_evaluation").fill_null(0),
+            (pl.col("A_KA") * pl.col("A_ZS")).sqrt().alias("GM"),
+        )
+        .select([pl.col(name).cast(dtype) for name, dtype in SUMMARY_SCHEMA.items()])
+        .sort("run", "task")
+    )
+    return summary
+
+
+def _stack(frames: Sequence[pl.DataFrame], schema: dict[str, pl.DataType], what: str) -> pl.DataFrame:
+    frames = [f for f in frames if f.height]
+    for frame in frames:
+        _check_columns(frame, list(schema), f"write_results_db ({what})")
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    return pl.concat([f.select(list(schema)) for f in frames], how="vertical_relaxed").select(
+        [pl.col(name).cast(dtype) for name, dtype in schema.items()]
+    )
+
+
+def write_results_db(path: str | os.PathLike, matrices: Sequence[pl.DataFrame], summaries: Sequence[pl.DataFrame]) -> None:
+    """Write one duckdb file with tables ``metrics``, ``summary`` and view ``final`` (last task of each run).
+
+    Built in a temporary file beside ``path`` and renamed over it, so a reader never sees a half-written database.
+    """
+    import duckdb
+
+    metrics = _stack(matrices, MATRIX_SCHEMA, "metrics")
+    summary = _stack(summaries, SUMMARY_SCHEMA, "summary")
+    _check_unique(metrics, ["run", "task", "dataset", "metric"], "write_results_db (metrics)")
+    _check_unique(summary, ["run", "task"], "write_results_db (summary)")
+    metrics = metrics.sort("run", "task", maintain_order=True)
+
+    with atomic_path(path) as tmp:
+        tmp.unlink()  # duckdb creates the file itself; an empty file is not a database
+        wal = Path(f"{tmp}.wal")
+        try:
+            con = duckdb.connect(str(tmp))
+            try:
+                con.register("metrics_src", metrics.to_arrow())
+                con.register("summary_src", summary.to_arrow())
+                con.execute("CREATE TABLE metrics AS SELECT * FROM metrics_src")
+                con.execute("CREATE TABLE summary AS SELECT * FROM summary_src")
+                con.unregister("metrics_src")
+                con.unregister("summary_src")
+                con.execute(
+                    "CREATE VIEW final AS SELECT s.* FROM summary s "
+                    "WHERE s.task = (SELECT max(l.task) FROM summary l WHERE l.run = s.run) ORDER BY s.run"
+                )
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+        finally:
+            wal.unlink(missing_ok=True)
+
+
+def read_results_db(path: str | os.PathLike) -> dict[str, pl.DataFrame]:
+    """The ``metrics``, ``summary`` and ``final`` relations of a results database as polars frames (read-only)."""
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return {name: con.sql(f"SELECT * FROM {name}").pl() for name in ("metrics", "summary", "final")}
+    finally:
+        con.close()
