@@ -177,24 +177,48 @@ def top1_correct(image_emb: torch.Tensor, class_emb: torch.Tensor, labels: torch
     return (ok & ~nan_rows).sum()
 
 
-def _partner_ranks(query: torch.Tensor, gallery: torch.Tensor, chunk: int) -> torch.Tensor:
-    """0-based pessimistic rank of gallery[i] for query[i]: #{j != i : sim(i, j) >= sim(i, i)}; NaN -> N."""
+def _partner_ranks(query: torch.Tensor, gallery: torch.Tensor, chunk: int, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """0-based pessimistic rank of the best true partner of query[i] in the gallery; NaN -> N.
+
+    Without ``groups`` the only true partner of i is gallery[i]. With ``groups`` (one id per pair, equal ids = equal
+    captions), every gallery item of i's group is a true partner: a caption written twice is one target, not a
+    competitor. Rank = #{j outside i's group : sim(i, j) >= best sim(i, partner)}.
+    """
     n = query.shape[0]
     ranks = torch.empty(n, dtype=torch.long, device=query.device)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         sim = query[start:stop] @ gallery.T  # [b, N]
-        rows = torch.arange(stop - start, device=query.device)
-        true = sim[rows, rows + start]
-        rank = (sim >= true[:, None]).sum(dim=1) - 1
+        if groups is None:
+            same = torch.zeros_like(sim, dtype=torch.bool)
+            rows = torch.arange(stop - start, device=query.device)
+            same[rows, rows + start] = True
+        else:
+            same = groups[start:stop, None] == groups[None, :]
+        true = sim.masked_fill(~same, float("-inf")).amax(dim=1)
+        rank = ((sim >= true[:, None]) & ~same).sum(dim=1)
         ranks[start:stop] = torch.where(torch.isnan(true), torch.full_like(rank, n), rank)
     return ranks
 
 
+def caption_groups(captions: Sequence[str]) -> torch.Tensor:
+    """One id per caption; identical caption texts share an id."""
+    ids: dict[str, int] = {}
+    return torch.tensor([ids.setdefault(c, len(ids)) for c in captions], dtype=torch.long)
+
+
 def retrieval_recall(
-    image_emb: torch.Tensor, text_emb: torch.Tensor, ks: Sequence[int] = RETRIEVAL_KS, *, chunk: int = 2048
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    ks: Sequence[int] = RETRIEVAL_KS,
+    *,
+    chunk: int = 2048,
+    groups: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Recall@k for paired embeddings (row i of each is a pair), any similarity scale (dot product).
+
+    ``groups`` (optional, one id per pair): pairs with equal ids have the same caption, so any of their images is a
+    hit for the caption and any of their captions a hit for the image (``caption_groups``).
 
     Returns ``{"R@k": mean of both directions, "i2t_R@k": ..., "t2i_R@k": ...}`` for each k.
     """
@@ -202,8 +226,10 @@ def retrieval_recall(
         raise ValueError(f"retrieval_recall: need two [N, D] tensors of one shape, got {tuple(image_emb.shape)} and {tuple(text_emb.shape)}")
     if image_emb.shape[0] == 0:
         raise ValueError("retrieval_recall: no pairs")
-    i2t = _partner_ranks(image_emb, text_emb, chunk)
-    t2i = _partner_ranks(text_emb, image_emb, chunk)
+    if groups is not None:
+        groups = groups.to(image_emb.device)
+    i2t = _partner_ranks(image_emb, text_emb, chunk, groups)
+    t2i = _partner_ranks(text_emb, image_emb, chunk, groups)
     out: dict[str, float] = {}
     for k in ks:
         a = (i2t < k).double().mean().item()
@@ -292,8 +318,9 @@ def _retrieval(model, tokenizer, samples: SampleSet, batch_size: int, device, pr
             if progress is not None:
                 progress.update(stop - start)
         image_emb = torch.cat(image_parts)
-        text_emb = _encode_texts(model, tokenizer, [c[0] for c in samples.captions], device, batch_size)
-        recall = retrieval_recall(image_emb, text_emb, RETRIEVAL_KS)
+        captions = [c[0] for c in samples.captions]
+        text_emb = _encode_texts(model, tokenizer, captions, device, batch_size)
+        recall = retrieval_recall(image_emb, text_emb, RETRIEVAL_KS, groups=caption_groups(captions))
     return {**{f"R@{k}": recall[f"R@{k}"] for k in RETRIEVAL_KS}, "n": n}
 
 

@@ -302,3 +302,20 @@ def test_evaluate_datasets_table(clip, capsys):
     pretrain = _spec("pool", kind="pretraining", role="pretraining", classnames=())
     with pytest.raises(ConfigError, match="pool"):
         evaluate_datasets(model, tokenizer, [(pretrain, _samples(3, 0))], batch_size=8, device="cpu", progress=False)
+
+
+def test_identical_captions_are_one_target_not_competitors():
+    """Two pairs share a caption text: with perfect embeddings both directions must reach R@1 = 1."""
+    from fomoflux.evaluate import caption_groups, retrieval_recall
+
+    captions = ["a red circle", "a blue square", "a red circle", "a green star"]
+    groups = caption_groups(captions)
+    assert groups.tolist() == [0, 1, 0, 2]
+    basis = torch.eye(3, dtype=torch.float64)
+    text = basis[groups]
+    image = basis[groups]
+    assert retrieval_recall(image, text, (1,))["R@1"] < 1.0  # without groups, the duplicate ties count against
+    grouped = retrieval_recall(image, text, (1,), groups=groups)
+    assert grouped["i2t_R@1"] == 1.0 and grouped["t2i_R@1"] == 1.0
+    wrong = basis[torch.tensor([1, 0, 0, 2])]  # image 0 looks like the blue square
+    assert retrieval_recall(wrong, text, (1,), groups=groups)["i2t_R@1"] == 0.5
