@@ -1,0 +1,30 @@
+# fomoflux: continual multimodal pretraining of CLIP models (FoMo-in-Flux) as a Snakemake DAG.
+#
+#   datasets -> shards + catalog -> stream -> base model -> task 1 -> task 2 -> ... (one job per task update)
+#                                                 |             |         |
+#                                              evaluate      evaluate  evaluate -> metrics -> duckdb + figures
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# The embedded mini benchmark unless a config is given on the command line (`--configfile`): Snakemake merges a
+# Snakefile configfile with command-line ones, which would silently add the default runs to every experiment.
+if not config:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/stream.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

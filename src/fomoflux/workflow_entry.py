@@ -1,0 +1,41 @@
+"""What every ``workflow/scripts/*.py`` entry point shares: log redirection, threads, the plan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+
+@contextlib.contextmanager
+def job_log(snakemake: Any) -> Iterator[logging.Logger]:
+    """Send stdout, stderr (tqdm progress bars) and logging of the job to its ``log:`` file."""
+    path = Path(snakemake.log[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", buffering=1) as handle, contextlib.redirect_stderr(handle), contextlib.redirect_stdout(handle):
+        logging.basicConfig(stream=handle, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
+        logger = logging.getLogger(f"fomoflux.{snakemake.rule}")
+        try:
+            yield logger
+        except Exception:
+            logger.exception("job failed")
+            raise
+
+
+def set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def run_job(snakemake: Any, stage: Callable[..., None]) -> None:
+    """Run ``stage(snakemake, plan, logger)`` with the job's log and thread count applied."""
+    from fomoflux.plan import build_plan
+
+    with job_log(snakemake) as logger:
+        set_threads(snakemake.threads)
+        plan = build_plan(snakemake.config)
+        stage(snakemake, plan, logger)
+        sys.stdout.flush()

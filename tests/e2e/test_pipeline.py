@@ -1,0 +1,188 @@
+"""The whole DAG on the test-size config: outputs, caching, reruns, resume, and the ecosystem contracts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import duckdb
+import polars as pl
+import pytest
+
+from conftest import kill_group, make_project
+
+pytestmark = pytest.mark.slow
+
+TRAINING_RULES = {"train_task", "pretrain_base"}
+
+
+def rules(jobs):
+    return Counter(rule for rule, _ in jobs)
+
+
+def test_full_run_writes_every_artifact(finished):
+    cfg = finished.read_config()
+    tasks = 2  # config/test.yaml: 22 classes, 11 per task
+    for run in ("finetune", "ema_merge"):
+        for t in range(1, tasks + 1):
+            folder = finished.path("runs", run, f"task{t:03d}")
+            assert (folder / "model.safetensors").stat().st_size > 0
+            log = pl.read_parquet(folder / "train_log.parquet")
+            assert log.height == cfg["training"]["steps"] and {"step", "lr", "loss"} <= set(log.columns)
+            assert finished.path("runs", run, "eval", f"task{t:03d}.parquet").exists()
+    assert not finished.path("runs", "zeroshot", "task001").exists(), "the zero-shot reference trains nothing"
+    for ext in ("png", "pdf"):
+        assert finished.path("figures", f"trajectories.{ext}").stat().st_size > 1000
+        assert finished.path("figures", f"heatmap_finetune.{ext}").stat().st_size > 1000
+    assert finished.path("figures", "trajectories.png").read_bytes()[:4] == b"\x89PNG"
+    assert finished.path("figures", "trajectories.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_results_are_queryable_in_duckdb(finished):
+    con = duckdb.connect(str(finished.path("fomoflux.duckdb")), read_only=True)
+    final = dict(con.execute("SELECT run, A_ZS FROM final ORDER BY run").fetchall())
+    assert set(final) == {"finetune", "ema_merge", "zeroshot"}
+    start = con.execute("SELECT DISTINCT A_KA, A_ZS FROM summary WHERE task = 0").fetchall()
+    assert len(start) == 1, "every run starts at the same zero-shot point"
+    tasks = con.execute("SELECT run, max(task) FROM summary GROUP BY run").fetchall()
+    assert all(t == 2 for _, t in tasks)
+
+
+def test_second_run_does_nothing(finished):
+    out = finished.snakemake("--dry-run").stdout
+    assert "Nothing to be done" in out, out[-2000:]
+
+
+def test_checkpoint_loads_with_plain_open_clip(finished):
+    ckpt = finished.path("runs", "finetune", "task002", "model.safetensors")
+    code = (
+        "import open_clip, sys; open_clip.add_model_config(sys.argv[1]);"
+        "m, _, pre = open_clip.create_model_and_transforms('fomo-micro-vit', pretrained=sys.argv[2]);"
+        "print('loaded', sum(p.numel() for p in m.parameters()))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(finished.root / "config/models/fomo-micro-vit.json"), str(ckpt)],
+        capture_output=True, text=True, check=True,
+    )
+    assert "loaded" in proc.stdout
+
+
+def test_shards_read_back_with_plain_webdataset(finished):
+    shards = sorted(finished.path("data", "digits").glob("train-*.tar"))
+    assert shards
+    code = (
+        "import sys, webdataset as wds\n"
+        "n = 0\n"
+        "for s in wds.WebDataset(sys.argv[1:], shardshuffle=False).decode('pil'):\n"
+        "    assert s['png'].size == (32, 32) and s['txt'] and s['json']['dataset'] == 'digits'\n"
+        "    n += 1\n"
+        "print(n)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, shards)], capture_output=True, text=True, check=True)
+    manifest = pl.read_parquet(finished.path("data", "digits", "manifest.parquet"))
+    assert int(proc.stdout) == manifest.filter(pl.col("split") == "train").height
+
+
+def test_changing_a_figure_setting_reruns_only_figures(fresh_copy):
+    fresh_copy.edit_config(lambda c: c.setdefault("figures", {}).update(title="another title"))
+    assert set(rules(fresh_copy.planned_jobs())) == {"plot_trajectories", "plot_heatmap"}
+
+
+def test_adding_an_evaluation_dataset_reruns_evaluations_not_training(fresh_copy):
+    def add_colors(cfg):
+        cfg["benchmark"]["datasets"].append("colors")
+
+    fresh_copy.edit_config(add_colors)
+    planned = rules(fresh_copy.planned_jobs())
+    assert not TRAINING_RULES & set(planned), planned
+    assert planned["shard_dataset"] == 1 and planned["evaluate_task"] == 4 and planned["evaluate_base"] == 1
+
+
+def test_method_hyperparameter_reruns_only_that_runs_chain(fresh_copy):
+    fresh_copy.edit_config(lambda c: c["runs"]["ema_merge"].setdefault("method_options", {}).update(weight=0.25))
+    jobs = fresh_copy.planned_jobs()
+    trained = [wc for rule, wc in jobs if rule == "train_task"]
+    assert sorted(wc["task"] for wc in trained) == ["001", "002"]
+    assert {wc["run"] for wc in trained} == {"ema_merge"}
+    assert {wc["run"] for rule, wc in jobs if rule == "evaluate_task"} == {"ema_merge"}
+    assert "pretrain_base" not in rules(jobs)
+
+
+def test_a_growing_stream_runs_only_the_new_tasks(fresh_copy):
+    before = {
+        run: [fresh_copy.path("runs", run, f"task{t:03d}", "model.safetensors").read_bytes() for t in (1, 2)]
+        for run in ("finetune", "ema_merge")
+    }
+
+    def grow(cfg):
+        stream = cfg["streams"]["random"]
+        segment = {k: stream.pop(k) for k in ("ordering", "seed", "datasets") if k in stream}
+        stream["segments"] = [segment, {"ordering": "random", "seed": 1, "datasets": ["glyphs"]}]
+
+    fresh_copy.edit_config(grow)
+    trained = [wc for rule, wc in fresh_copy.planned_jobs() if rule == "train_task"]
+    assert sorted((wc["run"], wc["task"]) for wc in trained) == [("ema_merge", "003"), ("finetune", "003")]
+    fresh_copy.snakemake()
+    for run, blobs in before.items():
+        for t, blob in zip((1, 2), blobs):
+            assert fresh_copy.path("runs", run, f"task{t:03d}", "model.safetensors").read_bytes() == blob
+        assert fresh_copy.path("runs", run, "task003", "model.safetensors").exists()
+    con = duckdb.connect(str(fresh_copy.path("fomoflux.duckdb")), read_only=True)
+    assert con.execute("SELECT max(task) FROM summary WHERE run = 'finetune'").fetchone()[0] == 3
+
+
+def test_killed_training_job_resumes_bit_identically(fresh_copy):
+    """SIGKILL the whole Snakemake process group in the middle of task 2, rerun, and compare with a chain run
+    in one go: the checkpoints are bit-identical and the killed job left nothing that looks complete."""
+    project = fresh_copy
+    project.edit_config(lambda c: c["runs"]["finetune"].update(training={"steps": 120}))
+    target = "results/runs/finetune/task002/model.safetensors"
+    proc = project.start_snakemake(target)
+    log = project.path("logs", "train_task", "finetune", "task002.log")
+    deadline = time.monotonic() + 300
+    while not (log.exists() and "/120" in log.read_text()):
+        assert proc.poll() is None, "snakemake ended before task 2 was under way"
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    kill_group(proc)
+    folder = project.path("runs", "finetune", "task002")
+    assert not (folder / "model.safetensors").exists(), "a killed job must not leave a complete-looking checkpoint"
+    project.snakemake()
+    interrupted = {t: project.path("runs", "finetune", f"task{t:03d}", "model.safetensors").read_bytes() for t in (1, 2)}
+    metrics = pl.read_parquet(project.path("runs", "finetune", "metrics.parquet")).sort("task", "dataset", "metric")
+
+    for t in (1, 2):
+        for f in project.path("runs", "finetune", f"task{t:03d}").iterdir():
+            f.unlink()
+    project.snakemake()
+    for t in (1, 2):
+        assert project.path("runs", "finetune", f"task{t:03d}", "model.safetensors").read_bytes() == interrupted[t]
+    again = pl.read_parquet(project.path("runs", "finetune", "metrics.parquet")).sort("task", "dataset", "metric")
+    assert again["value"].to_list() == metrics["value"].to_list()
+
+
+def test_lint_passes(finished):
+    proc = finished.snakemake("--lint", check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "edit, culprit",
+    [
+        (lambda c: c["runs"]["finetune"].update(method="finetuning"), "finetuning"),
+        (lambda c: c["streams"]["random"].update(datasets=["digits", "nonexistent"]), "nonexistent"),
+        (lambda c: c["training"].update(learning_rate=0.1), "learning_rate"),
+        (lambda c: c["mixtures"].update(paper={"pretrain": 0.5, "update": 0.34, "buffer": 0.33}), "sum to 1.17"),
+        (lambda c: c["model"].update(pretrained={"file": "weights/missing.safetensors"}), "weights/missing.safetensors"),
+    ],
+    ids=["unknown-method", "unknown-dataset", "unknown-key", "mixture-sum", "missing-checkpoint"],
+)
+def test_bad_config_is_one_clear_error_before_anything_runs(tmp_path, edit, culprit):
+    project = make_project(tmp_path / "project")
+    project.edit_config(edit)
+    proc = project.snakemake("--dry-run", check=False)
+    assert proc.returncode != 0
+    assert culprit in proc.stdout + proc.stderr
+    assert not (project.root / "results").exists()

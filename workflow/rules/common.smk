@@ -1,0 +1,178 @@
+# Configuration, path templates and input functions. Logic lives in the fomoflux package; this file only
+# connects the plan to Snakemake.
+from snakemake.utils import validate
+
+from fomoflux import versions
+from fomoflux.errors import FomofluxError
+from fomoflux.plan import build_plan
+
+
+validate(config, schema="../../config/schema/config.schema.yaml")
+
+try:
+    PLAN = build_plan(config)
+except FomofluxError as err:
+    raise WorkflowError(f"invalid configuration: {err}") from None
+
+RESULTS = str(PLAN.results)
+LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmarks"
+
+DATASET_DIR = f"{RESULTS}/data/{{dataset}}"
+ARCHIVE = f"{RESULTS}/downloads/{{dataset}}.archive"
+CATALOG = f"{RESULTS}/data/catalog.duckdb"
+ORDERING = f"{RESULTS}/streams/{{stream}}/ordering.json"
+TASKS = f"{RESULTS}/streams/{{stream}}/tasks.json"
+BASE_CHECKPOINT = f"{RESULTS}/models/{{model}}/base.safetensors"
+BASE_LOG = f"{RESULTS}/models/{{model}}/pretrain_log.parquet"
+BASE_EVAL = f"{RESULTS}/models/{{model}}/eval.parquet"
+TASK_DIR = f"{RESULTS}/runs/{{run}}/task{{task}}"
+TASK_EVAL = f"{RESULTS}/runs/{{run}}/eval/task{{task}}.parquet"
+RUN_METRICS = f"{RESULTS}/runs/{{run}}/metrics.parquet"
+RUN_SUMMARY = f"{RESULTS}/runs/{{run}}/summary.parquet"
+RESULTS_DB = f"{RESULTS}/fomoflux.duckdb"
+FIGURE_TRAJECTORIES = f"{RESULTS}/figures/trajectories.{{ext}}"
+FIGURE_HEATMAP = f"{RESULTS}/figures/heatmap_{{run}}.{{ext}}"
+FIGURE_EXTS = ["png", "pdf"]
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_-]+",
+    stream=r"[A-Za-z0-9_.-]+",
+    model=r"[A-Za-z0-9_.-]+",
+    run=r"[A-Za-z0-9_.-]+",
+    task=r"\d{3}",
+    ext=r"png|pdf",
+
+
+def task_name(task):
+    return f"{int(task):03d}"
+
+
+def all_targets():
+    runs = list(PLAN.runs)
+    return [
+        expand(ORDERING, stream=list(PLAN.streams)),
+        RESULTS_DB,
+        expand(FIGURE_TRAJECTORIES, ext=FIGURE_EXTS),
+        expand(FIGURE_HEATMAP, run=runs, ext=FIGURE_EXTS),
+    ]
+
+
+# ---- data --------------------------------------------------------------------------------------------------
+
+
+def dataset_dir(name):
+    return DATASET_DIR.format(dataset=name)
+
+
+def get_archive(wildcards):
+    spec = PLAN.registry[wildcards.dataset]
+    return [ARCHIVE.format(dataset=wildcards.dataset)] if spec.obtained_by == "download" else []
+
+
+def dataset_params(wildcards):
+    """What determines a dataset's shards (a change regenerates that dataset only)."""
+    spec = PLAN.registry[wildcards.dataset]
+    params = {"spec": repr(spec), "version": versions.DATA}
+    if spec.obtained_by == "generate":
+        params.update({k: PLAN.benchmark[k] for k in ("seed", "scale", "image_size", "shard_size")})
+    else:
+        params.update({k: PLAN.benchmark[k] for k in ("image_size", "shard_size")})
+    return params
+
+
+def all_dataset_dirs():
+    return [dataset_dir(name) for name in PLAN.registry]
+
+
+# ---- model and stream ------------------------------------------------------------------------------------
+
+
+def base_checkpoint():
+    if PLAN.model.pretrained_by_pipeline:
+        return BASE_CHECKPOINT.format(model=PLAN.model.name)
+    return PLAN.model.pretrained_file
+
+
+def model_config_input():
+    return [PLAN.model.config] if PLAN.model.config else []
+
+
+def pool_dir():
+    return dataset_dir(PLAN.model.pretrain["dataset"])
+
+
+# ---- training --------------------------------------------------------------------------------------------
+
+
+def task_spec(wildcards):
+    run = PLAN.runs[wildcards.run]
+    return run.task_spec(PLAN.streams[run.stream], int(wildcards.task))
+
+
+def previous_task(wildcards):
+    """Task t starts from task t-1's checkpoint; task 1 from the base model."""
+    previous = int(wildcards.task) - 1
+    if previous == 0:
+        return {"checkpoint": base_checkpoint()}
+    folder = TASK_DIR.format(run=wildcards.run, task=task_name(previous))
+    return {"checkpoint": f"{folder}/model.safetensors", "state": f"{folder}/method_state.safetensors"}
+
+
+def training_data(wildcards):
+    """Datasets the update and the buffer of this task read, the pool if replayed, and the catalog.
+
+    The catalog and the stream's task list are `ancient`: rebuilding them (a new evaluation dataset, a grown
+    stream) must not rerun finished updates; what a task trains on is in its params and its dataset folders.
+    """
+    run = PLAN.runs[wildcards.run]
+    stream = PLAN.streams[run.stream]
+    names = stream.datasets_until(int(wildcards.task))
+    if run.training["mixture"]["pretrain"] > 0:
+        names.append(PLAN.pool_dataset)
+    return {
+        "datasets": [dataset_dir(n) for n in names],
+        "catalog": ancient(CATALOG),
+        "tasks": ancient(TASKS.format(stream=run.stream)),
+        "base": base_checkpoint(),
+    }
+
+
+def run_task_dirs(run):
+    stream = PLAN.stream_of(run)
+    return [TASK_DIR.format(run=run, task=task_name(t)) for t in range(1, stream.num_tasks + 1)]
+
+
+# ---- evaluation and report -------------------------------------------------------------------------------
+
+
+def eval_params(full):
+    return {
+        "datasets": list(PLAN.eval_datasets),
+        "full": full,
+        "subset": dict(PLAN.evaluation["subset"]),
+        "version": versions.EVAL,
+    }
+
+
+def eval_inputs(wildcards):
+    return {
+        "datasets": [dataset_dir(n) for n in PLAN.eval_datasets],
+        "catalog": CATALOG,
+    }
+
+
+def run_evals(wildcards):
+    """Evaluation files of a run, task 0 (the base model) first. A run that never updates its weights (the
+    zero-shot reference) is the base model at every task: it reuses the base evaluation instead of copies."""
+    run = PLAN.runs[wildcards.run]
+    base = BASE_EVAL.format(model=PLAN.model.name)
+    if not run.updates_weights:
+        return [base]
+    return [base] + [TASK_EVAL.format(run=wildcards.run, task=task_name(t)) for t in PLAN.eval_tasks(wildcards.run)]
+
+
+def run_outputs(kind):
+    template = {"metrics": RUN_METRICS, "summary": RUN_SUMMARY}[kind]
+    return [template.format(run=r) for r in PLAN.runs]

@@ -1,0 +1,43 @@
+# Datasets: obtain (generate or download), shard into webdataset tars + a parquet manifest, catalog in duckdb.
+
+
+rule download_archive:
+    output:
+        ARCHIVE,
+    params:
+        source=lambda wc: dict(PLAN.registry[wc.dataset].source["download"]),
+    log:
+        f"{LOGS}/download_archive/{{dataset}}.log",
+    benchmark:
+        f"{BENCH}/download_archive/{{dataset}}.tsv"
+    retries: 1
+    script:
+        "../scripts/download_archive.py"
+
+
+rule shard_dataset:
+    input:
+        archive=get_archive,
+    output:
+        directory(DATASET_DIR),
+    params:
+        dataset=dataset_params,
+    log:
+        f"{LOGS}/shard_dataset/{{dataset}}.log",
+    benchmark:
+        f"{BENCH}/shard_dataset/{{dataset}}.tsv"
+    script:
+        "../scripts/shard_dataset.py"
+
+
+rule build_catalog:
+    input:
+        all_dataset_dirs(),
+    output:
+        CATALOG,
+    log:
+        f"{LOGS}/build_catalog.log",
+    benchmark:
+        f"{BENCH}/build_catalog.tsv"
+    script:
+        "../scripts/build_catalog.py"

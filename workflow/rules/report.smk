@@ -1,0 +1,57 @@
+# Aggregation: per-run metric matrix and A_KA / A_ZS / GM per task, one duckdb file over all runs, figures.
+
+
+rule aggregate_run:
+    input:
+        run_evals,
+    output:
+        metrics=RUN_METRICS,
+        summary=RUN_SUMMARY,
+    params:
+        tasks=lambda wc: PLAN.stream_of(wc.run).num_tasks,
+        updates=lambda wc: PLAN.runs[wc.run].updates_weights,
+        version=versions.REPORT,
+    log:
+        f"{LOGS}/aggregate_run/{{run}}.log",
+    script:
+        "../scripts/aggregate_run.py"
+
+
+rule results_db:
+    input:
+        metrics=run_outputs("metrics"),
+        summary=run_outputs("summary"),
+    output:
+        RESULTS_DB,
+    log:
+        f"{LOGS}/results_db.log",
+    script:
+        "../scripts/results_db.py"
+
+
+rule plot_trajectories:
+    input:
+        run_outputs("summary"),
+    output:
+        png=FIGURE_TRAJECTORIES.format(ext="png"),
+        pdf=FIGURE_TRAJECTORIES.format(ext="pdf"),
+    params:
+        figures=PLAN.figures,
+    log:
+        f"{LOGS}/plot_trajectories.log",
+    script:
+        "../scripts/plot_trajectories.py"
+
+
+rule plot_heatmap:
+    input:
+        RUN_METRICS,
+    output:
+        png=f"{RESULTS}/figures/heatmap_{{run}}.png",
+        pdf=f"{RESULTS}/figures/heatmap_{{run}}.pdf",
+    params:
+        figures=PLAN.figures,
+    log:
+        f"{LOGS}/plot_heatmap/{{run}}.log",
+    script:
+        "../scripts/plot_heatmap.py"

@@ -1,0 +1,24 @@
+# One job per (run, task): checkpoint of task t-1 -> checkpoint of task t, with its training log.
+
+
+rule train_task:
+    input:
+        unpack(previous_task),
+        unpack(training_data),
+        model_config=model_config_input(),
+    output:
+        checkpoint=f"{TASK_DIR}/model.safetensors",
+        state=f"{TASK_DIR}/method_state.safetensors",
+        log=f"{TASK_DIR}/train_log.parquet",
+    params:
+        spec=task_spec,
+        version=versions.TRAIN,
+    threads: lambda wc: PLAN.runs[wc.run].training["threads"]
+    resources:
+        gpu=1,
+    log:
+        f"{LOGS}/train_task/{{run}}/task{{task}}.log",
+    benchmark:
+        f"{BENCH}/train_task/{{run}}/task{{task}}.tsv"
+    script:
+        "../scripts/train_task.py"
