@@ -1,0 +1,28 @@
+"""Continual-learning methods, Mammoth-style: one method per module behind the interface of ``base.Method``.
+
+Importing this package registers every built-in method; ``get_method(name, options)`` builds one.
+To add a method: a new module here with a ``@register_method("name")`` subclass of ``Method``, imported below.
+"""
+
+from fomoflux.methods.base import (
+    Method,
+    TaskContext,
+    available_methods,
+    get_method,
+    load_method_state,
+    method_class,
+    register_method,
+    save_method_state,
+)
+from fomoflux.methods import ema_merge, finetune, zeroshot  # noqa: F401  (registration)
+
+__all__ = [
+    "Method",
+    "TaskContext",
+    "available_methods",
+    "get_method",
+    "load_method_state",
+    "method_class",
+    "register_method",
+    "save_method_state",
+]

@@ -1,0 +1,201 @@
+"""The interface of a continual-learning method, and the registry of methods by name.
+
+A method is one small class (one module in ``fomoflux.methods``) that the task loop drives through hooks; the loop
+itself never changes for a new method. The order of calls in one task update (``fomoflux.train.loop``)::
+
+    method.begin_task(model, ctx)             # e.g. reset to θ0 (ZS-merge), add adapters (LoRA), snapshot θ*
+    params = method.trainable_parameters(model)   # the rest of the model is frozen (requires_grad=False) for the task
+    for step in range(S):
+        loss = clip_loss(batch) + (method.penalty(model) or 0)     # regularisers (EWC, SI) add their term here
+        loss.backward(); clip_grad_norm_(params); optimizer.step()
+        method.after_step(model, step)        # p.grad still holds this step's (clipped) gradient (SI's path integral)
+    method.end_task(model, ctx)               # e.g. merge (EMA-merge, FT-merge), fold adapters in, Fisher (EWC)
+
+After ``end_task`` the model holds the weights to deploy / evaluate and to save as the task's checkpoint.
+State that must survive to the next task beyond those weights (EWC's Fisher and anchors, SI's Ω, a merge's
+running average) lives in the method and goes through ``state_dict()`` / ``load_state_dict()``; the pipeline
+saves it beside the checkpoint (:func:`save_method_state` / :func:`load_method_state`) and restores it into a
+freshly constructed method before the next task. Methods with ``updates_weights = False`` (zero-shot) get no
+hook calls and no steps at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping
+
+import torch
+
+from fomoflux.errors import CheckpointError, ConfigError
+
+__all__ = [
+    "TaskContext",
+    "Method",
+    "register_method",
+    "get_method",
+    "available_methods",
+    "method_class",
+    "save_method_state",
+    "load_method_state",
+]
+
+
+@dataclass
+class TaskContext:
+    """What a method may know about the task being trained.
+
+    base_state: θ0's state_dict — a dict, a path to a safetensors checkpoint, or a zero-argument callable; resolved
+                lazily (and once) by :meth:`base_state_dict`, so methods that never need θ0 cost nothing.
+    sources / tokenizer: the task's data (``{"pretrain"|"update"|"buffer": SampleSet | None}``) and the model's
+                tokenizer; filled in by the loop, for methods that pass over the data themselves (EWC's Fisher).
+    """
+
+    task_index: int
+    num_tasks: int | None = None
+    base_state: Any = None
+    device: str | torch.device = "cpu"
+    sources: Mapping[str, Any] | None = None
+    tokenizer: Any = None
+    seed: int = 0
+    _base_cache: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+
+    def base_state_dict(self) -> dict[str, torch.Tensor]:
+        """θ0 on ``device`` (CheckpointError when no base state was given or it cannot be read)."""
+        if self._base_cache is None:
+            source = self.base_state
+            if source is None:
+                raise CheckpointError("this method needs the base model θ0 but the task context has no base_state")
+            if callable(source):
+                source = source()
+            if isinstance(source, (str, Path)):
+                from fomoflux.model import load_state_dict_file
+
+                source = load_state_dict_file(source)
+            self._base_cache = {k: v.to(self.device) for k, v in dict(source).items()}
+        return self._base_cache
+
+
+class Method:
+    """Base class: full fine-tuning semantics with no-op hooks. Subclasses override what they need.
+
+    Options are declared as a class-level dict of defaults (``options = {"weight": 0.5}``); ``__init__`` checks
+    the given names (unknown → ConfigError naming method and option), coerces ints to floats where the default is
+    a float, and sets each option as an attribute. Override :meth:`validate` for range checks.
+    """
+
+    name: ClassVar[str] = ""
+    updates_weights: ClassVar[bool] = True
+    options: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, **options: Any) -> None:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            known = ", ".join(sorted(self.options)) or "none"
+            raise ConfigError(f"method {self.name!r} has no option {unknown[0]!r} (its options: {known})")
+        values = dict(self.options)
+        for key, value in options.items():
+            default = self.options[key]
+            if isinstance(default, bool) and not isinstance(value, bool):
+                raise ConfigError(f"method {self.name!r}: option {key!r} must be true/false, got {value!r}")
+            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if default is not None and not isinstance(default, bool) and not isinstance(value, type(default)):
+                raise ConfigError(
+                    f"method {self.name!r}: option {key!r} must be {type(default).__name__}, got {value!r}"
+                )
+            values[key] = value
+        for key, value in values.items():
+            setattr(self, key, value)
+        self.validate()
+
+    def validate(self) -> None:
+        """Check option values (raise ConfigError)."""
+
+    def config(self) -> dict[str, Any]:
+        """The method's name and effective options (for logs and checkpoint metadata)."""
+        return {"name": self.name, **{key: getattr(self, key) for key in self.options}}
+
+    # -- hooks ---------------------------------------------------------------------------------------------------
+    def begin_task(self, model: torch.nn.Module, ctx: TaskContext) -> None:
+        """Before the first step (the model holds the task's input weights)."""
+
+    def trainable_parameters(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """The parameters the optimizer updates; the loop freezes every other model parameter for the task."""
+        return [p for p in model.parameters()]
+
+    def penalty(self, model: torch.nn.Module) -> torch.Tensor | None:
+        """A regularisation term added to the contrastive loss each step (None: no term)."""
+        return None
+
+    def after_step(self, model: torch.nn.Module, step: int) -> None:
+        """After ``optimizer.step()`` of step ``step`` (gradients are still in ``p.grad``)."""
+
+    def end_task(self, model: torch.nn.Module, ctx: TaskContext) -> None:
+        """After the last step; leaves the deployable weights in ``model``."""
+
+    # -- state across tasks ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        if state:
+            raise CheckpointError(f"method {self.name!r} keeps no state but was given {sorted(state)[:3]}")
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.options)
+        return f"{type(self).__name__}({opts})"
+
+
+_METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator: make a :class:`Method` subclass available under ``name``."""
+
+    def decorate(cls: type[Method]) -> type[Method]:
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            raise TypeError(f"@register_method({name!r}) needs a Method subclass, got {cls!r}")
+        if name in _METHODS and _METHODS[name] is not cls:
+            raise ValueError(f"method {name!r} registered twice ({_METHODS[name].__name__}, {cls.__name__})")
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+
+    return decorate
+
+
+def available_methods() -> list[str]:
+    return sorted(_METHODS)
+
+
+def method_class(name: str) -> type[Method]:
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(available_methods())}") from None
+
+
+def get_method(name: str, options: Mapping[str, Any] | None = None) -> Method:
+    """A fresh instance of the method ``name`` with ``options`` (ConfigError on unknown name or option)."""
+    return method_class(name)(**dict(options or {}))
+
+
+def save_method_state(method: Method, path: str | Path) -> None:
+    """Write ``method.state_dict()`` as safetensors (atomic), tagged with the method's name and options."""
+    import json
+
+    from fomoflux.io import write_safetensors
+
+    meta = {"method": method.name, "config": json.dumps(method.config(), sort_keys=True, default=str)}
+    write_safetensors(path, method.state_dict(), metadata=meta)
+
+
+def load_method_state(method: Method, path: str | Path) -> None:
+    """Restore a state written by :func:`save_method_state` (CheckpointError on a missing file or another method)."""
+    from fomoflux.model import load_state_dict_file, read_checkpoint_metadata
+
+    meta = read_checkpoint_metadata(path)
+    if meta.get("method") != method.name:
+        raise CheckpointError(f"method state {path} belongs to method {meta.get('method')!r}, not {method.name!r}")
+    method.load_state_dict(load_state_dict_file(path))
