@@ -56,9 +56,29 @@ def write_parquet(path: str | os.PathLike, table) -> None:
         pq.write_table(table, tmp)
 
 
+METADATA_KEY = "fomoflux"
+
+
 def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Write tensors as safetensors, atomically and byte-reproducibly.
+
+    The safetensors writer emits header metadata in hash-map order, which differs between processes; so the
+    metadata is stored as one key holding sorted JSON, and the same tensors and metadata give the same bytes.
+    """
     from safetensors.torch import save_file
 
     contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
+    header = {METADATA_KEY: json.dumps(metadata or {}, sort_keys=True)}
     with atomic_path(path) as tmp:
-        save_file(contiguous, str(tmp), metadata=metadata)
+        save_file(contiguous, str(tmp), metadata=header)
+
+
+def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata written by :func:`write_safetensors` (plain header metadata for files written elsewhere)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        header = dict(handle.metadata() or {})
+    if set(header) == {METADATA_KEY}:
+        return json.loads(header[METADATA_KEY])
+    return header

@@ -155,10 +155,9 @@ def read_checkpoint_metadata(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        from safetensors import safe_open
+        from fomoflux.io import read_safetensors_metadata
 
-        with safe_open(str(path), framework="pt") as handle:
-            return dict(handle.metadata() or {})
+        return read_safetensors_metadata(path)
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} is not a readable safetensors file: {exc}") from exc
 
@@ -226,7 +225,7 @@ def create_model(
 
 def save_checkpoint(model: torch.nn.Module, path: str | Path, metadata: Mapping[str, str] | None = None) -> None:
     """Write ``model.state_dict()`` as safetensors, atomically; ``metadata`` values are stored as strings."""
-    meta = {"format": "pt"}
+    meta = {}
     for key, value in (metadata or {}).items():
         meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
     write_safetensors(path, model.state_dict(), metadata=meta)

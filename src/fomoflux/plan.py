@@ -61,7 +61,11 @@ class RunPlan:
     updates_weights: bool
 
     def task_spec(self, stream: Stream, task: int) -> dict[str, Any]:
-        """Everything that determines the update of ``task``: its Snakemake params, so a change reruns it."""
+        """Everything that determines the update of ``task``: its Snakemake params, so a change reruns it.
+
+        Deliberately not the stream's length: an update sees its own task and the past (the buffer's history),
+        never the future, so a stream that grows leaves every finished update valid.
+        """
         return {
             "run": self.name,
             "method": self.method,
@@ -69,7 +73,6 @@ class RunPlan:
             "training": dict(self.training),
             "seed": self.seed,
             "task": task,
-            "num_tasks": stream.num_tasks,
             "entries": list(stream.task(task)),
             "history": stream.history_digest(task),
         }

@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from fomoflux import io
-from fomoflux.errors import CheckpointError, DataError
+from fomoflux.errors import DataError
 from fomoflux.plan import Plan
 
 Job = Any  # the `snakemake` object injected into scripts
 
 
-def _data_root(catalog: str | Path) -> Path:
-    """Dataset folders sit beside the catalog; manifests name shards relative to that folder."""
-    return Path(catalog).parent
+def _manifests(dataset_dirs) -> list[Path]:
+    return [Path(d) / "manifest.parquet" for d in dataset_dirs]
 
 
 # ---- data ------------------------------------------------------------------------------------------------
@@ -75,14 +74,16 @@ def build_stream(job: Job, plan: Plan, log: logging.Logger) -> None:
 # ---- samples -----------------------------------------------------------------------------------------------
 
 
-def _load(catalog: Path, image_size: int, *, split: str, dataset: str | None = None, entries: list[str] | None = None):
+def _load(manifests: list[Path], image_size: int, *, split: str, dataset: str | None = None, entries: list[str] | None = None):
+    """Decode the samples of one dataset or of stream entries, from the manifests of a job's input datasets."""
     from fomoflux.data.catalog import select_rows
     from fomoflux.data.loading import load_samples
 
-    rows = select_rows(catalog, split=split, dataset=dataset, entries=entries)
+    rows = select_rows(manifests, split=split, dataset=dataset, entries=entries)
     if rows.height == 0:
         return None
-    return load_samples(_data_root(catalog), rows, image_size)
+    # Manifests name shards relative to the folder that holds the dataset folders.
+    return load_samples(manifests[0].parent.parent, rows, image_size)
 
 
 def _model(plan: Plan, checkpoint: str | Path | None, device: str = "cpu"):
@@ -107,7 +108,7 @@ def pretrain_base(job: Job, plan: Plan, log: logging.Logger) -> None:
     from fomoflux.train.loop import pretrain_base as pretrain
 
     cfg = dict(job.params.pretrain)
-    pool = _load(Path(job.input.catalog), plan.benchmark["image_size"], split="train", dataset=cfg["dataset"])
+    pool = _load(_manifests([job.input.pool]), plan.benchmark["image_size"], split="train", dataset=cfg["dataset"])
     if pool is None:
         raise DataError(f"{job.input.pool}: the pretraining pool {cfg['dataset']!r} has no training samples")
     log.info("pretraining %s on %d pool samples for %d steps", plan.model.arch, len(pool), cfg["steps"])
@@ -136,12 +137,8 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
 
     spec = job.params.spec
     task = spec["task"]
-    tasks_on_disk = io.read_json(job.input.tasks)
-    if task > len(tasks_on_disk) or tasks_on_disk[task - 1] != spec["entries"]:
-        raise DataError(f"{job.input.tasks}: task {task} does not match the config's stream; rebuild the stream")
-
     device = _device()
-    catalog = Path(job.input.catalog)
+    manifests = _manifests(job.input.datasets)
     image_size = plan.benchmark["image_size"]
     run = plan.runs[spec["run"]]
     stream = plan.streams[run.stream]
@@ -151,15 +148,18 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
     method = get_method(spec["method"], dict(spec["method_options"]))
     if "state" in job.input.keys():
         load_method_state(method, job.input.state)
-    ctx = TaskContext(task_index=task, num_tasks=stream.num_tasks, base_state=job.input.base, device=device, seed=spec["seed"])
+    # num_tasks stays None: an update must not depend on how long the stream will become (see RunPlan.task_spec).
+    # The library counts tasks from 0 as the paper does (t = 0 is the first update, which has no buffer); the
+    # pipeline's task folders count from 1 because task 0 there is the base model.
+    ctx = TaskContext(task_index=task - 1, num_tasks=None, base_state=job.input.base, device=device, seed=spec["seed"])
     sources = {"update": None, "buffer": None, "pretrain": None}
     if run.updates_weights:
-        sources["update"] = _load(catalog, image_size, split="train", entries=spec["entries"])
+        sources["update"] = _load(manifests, image_size, split="train", entries=spec["entries"])
         past = [e for t in range(1, task) for e in stream.task(t)]
         if past and training["mixture"]["buffer"] > 0:
-            sources["buffer"] = _load(catalog, image_size, split="train", entries=past)
+            sources["buffer"] = _load(manifests, image_size, split="train", entries=past)
         if training["mixture"]["pretrain"] > 0:
-            sources["pretrain"] = _load(catalog, image_size, split="train", dataset=plan.pool_dataset)
+            sources["pretrain"] = _load(manifests, image_size, split="train", dataset=plan.pool_dataset)
     counts = {k: (len(v) if v is not None else 0) for k, v in sources.items()}
     log.info("run %s task %d/%d: %s, sources %s", run.name, task, stream.num_tasks, spec["method"], counts)
 
@@ -173,7 +173,7 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
         grad_clip=training["grad_clip"],
         mixture=training["mixture"],
         seed=spec["seed"],
-        task_index=task,
+        task_index=task - 1,
         schedule=training["schedule"],
         device=device,
     )
@@ -201,19 +201,16 @@ def evaluate(job: Job, plan: Plan, log: logging.Logger) -> None:
 
     params = job.params.eval
     device = _device()
-    catalog = Path(job.input.catalog)
-    try:
-        model, tokenizer = _model(plan, job.input.checkpoint, device)
-    except CheckpointError:
-        raise
+    manifests = _manifests(job.input.datasets)
+    model, tokenizer = _model(plan, job.input.checkpoint, device)
     model.eval()
     subset_cfg = params["subset"]
     datasets = []
     for name in params["datasets"]:
         spec = plan.registry[name]
-        samples = _load(catalog, plan.benchmark["image_size"], split="test", dataset=name)
+        samples = _load(manifests, plan.benchmark["image_size"], split="test", dataset=name)
         if samples is None:
-            raise DataError(f"{catalog}: dataset {name!r} has no test split to evaluate")
+            raise DataError(f"dataset {name!r} has no test split to evaluate")
         if not params["full"]:
             samples = samples.select(
                 stratified_subset(

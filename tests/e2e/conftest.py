@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles"]
+WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles", "environment.yml", "requirements.txt"]
 
 
 class Project:
@@ -45,19 +45,21 @@ class Project:
         return cfg
 
     def snakemake(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(self.config_path), *args]
+        # Targets and flags first: --configfile takes every following word as a config file.
+        cmd = [sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile", str(self.config_path)]
         proc = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
         return proc
 
     def start_snakemake(self, *args: str) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(self.config_path), *args]
+        cmd = [sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile", str(self.config_path)]
         return subprocess.Popen(cmd, cwd=self.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
     def planned_jobs(self, *args: str) -> list[tuple[str, dict]]:
         """The jobs a dry run would execute: (rule, wildcards) pairs."""
-        out = self.snakemake("--dry-run", *args).stdout
+        # Strict: an input function that raises must fail the test, not silently drop its job from the plan.
+        out = self.snakemake("--dry-run", "--strict-dag-evaluation", "functions", *args).stdout
         jobs = []
         for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
             head = re.match(r"(?:local)?rule (\w+):", block.strip())

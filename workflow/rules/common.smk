@@ -14,6 +14,10 @@ try:
 except FomofluxError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
 
+# One software environment for every rule (used with --software-deployment-method conda); the pinned
+# requirements are the same ones scripts/setup.sh installs.
+CONDA_ENV = "../../environment.yml"
+
 RESULTS = str(PLAN.results)
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
@@ -53,6 +57,7 @@ def all_targets():
     runs = list(PLAN.runs)
     return [
         expand(ORDERING, stream=list(PLAN.streams)),
+        CATALOG,
         RESULTS_DB,
         expand(FIGURE_TRAJECTORIES, ext=FIGURE_EXTS),
         expand(FIGURE_HEATMAP, run=runs, ext=FIGURE_EXTS),
@@ -121,22 +126,17 @@ def previous_task(wildcards):
 
 
 def training_data(wildcards):
-    """Datasets the update and the buffer of this task read, the pool if replayed, and the catalog.
+    """The datasets this task's update and buffer read (classes of tasks 1..t), the pool if replayed, and θ0.
 
-    The catalog and the stream's task list are `ancient`: rebuilding them (a new evaluation dataset, a grown
-    stream) must not rerun finished updates; what a task trains on is in its params and its dataset folders.
+    Only what the task reads: a stream that grows or a new evaluation dataset leaves finished updates valid.
+    What it trains on exactly (its entries, the buffer's history) is in its params.
     """
     run = PLAN.runs[wildcards.run]
     stream = PLAN.streams[run.stream]
     names = stream.datasets_until(int(wildcards.task))
     if run.training["mixture"]["pretrain"] > 0:
         names.append(PLAN.pool_dataset)
-    return {
-        "datasets": [dataset_dir(n) for n in names],
-        "catalog": ancient(CATALOG),
-        "tasks": ancient(TASKS.format(stream=run.stream)),
-        "base": base_checkpoint(),
-    }
+    return {"datasets": [dataset_dir(n) for n in names], "base": base_checkpoint()}
 
 
 def run_task_dirs(run):
@@ -157,10 +157,7 @@ def eval_params(full):
 
 
 def eval_inputs(wildcards):
-    return {
-        "datasets": [dataset_dir(n) for n in PLAN.eval_datasets],
-        "catalog": CATALOG,
-    }
+    return {"datasets": [dataset_dir(n) for n in PLAN.eval_datasets]}
 
 
 def run_evals(wildcards):

@@ -11,6 +11,8 @@ rule download_archive:
     benchmark:
         f"{BENCH}/download_archive/{{dataset}}.tsv"
     retries: 1
+    conda:
+        CONDA_ENV
     script:
         "../scripts/download_archive.py"
 
@@ -26,6 +28,8 @@ rule shard_dataset:
         f"{LOGS}/shard_dataset/{{dataset}}.log",
     benchmark:
         f"{BENCH}/shard_dataset/{{dataset}}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/shard_dataset.py"
 
@@ -39,5 +43,7 @@ rule build_catalog:
         f"{LOGS}/build_catalog.log",
     benchmark:
         f"{BENCH}/build_catalog.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/build_catalog.py"

@@ -18,6 +18,8 @@ rule evaluate_base:
         f"{LOGS}/evaluate_base/{{model}}.log",
     benchmark:
         f"{BENCH}/evaluate_base/{{model}}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/evaluate.py"
 
@@ -38,5 +40,7 @@ rule evaluate_task:
         f"{LOGS}/evaluate_task/{{run}}/task{{task}}.log",
     benchmark:
         f"{BENCH}/evaluate_task/{{run}}/task{{task}}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/evaluate.py"

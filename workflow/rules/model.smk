@@ -5,7 +5,6 @@
 rule pretrain_base:
     input:
         pool=pool_dir(),
-        catalog=ancient(CATALOG),
         model_config=model_config_input(),
     output:
         checkpoint=BASE_CHECKPOINT,
@@ -21,5 +20,7 @@ rule pretrain_base:
         f"{LOGS}/pretrain_base/{{model}}.log",
     benchmark:
         f"{BENCH}/pretrain_base/{{model}}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/pretrain_base.py"

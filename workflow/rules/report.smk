@@ -13,6 +13,8 @@ rule aggregate_run:
         version=versions.REPORT,
     log:
         f"{LOGS}/aggregate_run/{{run}}.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/aggregate_run.py"
 
@@ -25,6 +27,8 @@ rule results_db:
         RESULTS_DB,
     log:
         f"{LOGS}/results_db.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/results_db.py"
 
@@ -39,6 +43,8 @@ rule plot_trajectories:
         figures=PLAN.figures,
     log:
         f"{LOGS}/plot_trajectories.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/plot_trajectories.py"
 
@@ -53,5 +59,7 @@ rule plot_heatmap:
         figures=PLAN.figures,
     log:
         f"{LOGS}/plot_heatmap/{{run}}.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/plot_heatmap.py"

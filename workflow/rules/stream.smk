@@ -9,5 +9,7 @@ rule build_stream:
         tasks=lambda wc: [list(t) for t in PLAN.streams[wc.stream].tasks],
     log:
         f"{LOGS}/build_stream/{{stream}}.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/build_stream.py"

@@ -20,5 +20,7 @@ rule train_task:
         f"{LOGS}/train_task/{{run}}/task{{task}}.log",
     benchmark:
         f"{BENCH}/train_task/{{run}}/task{{task}}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/train_task.py"

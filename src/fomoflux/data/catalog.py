@@ -11,7 +11,7 @@ Readers open the file ``read_only`` so that many pipeline jobs can query it at o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -76,9 +76,21 @@ def build_catalog(manifests: list[Path], out: Path) -> None:
             con.close()
 
 
-def _connect(catalog: Path):
+def _connect(catalog: "Path | Sequence[Path]"):
+    """A read-only duckdb connection with a ``samples`` table: the catalog file, or the given manifests in memory.
+
+    Pipeline jobs pass the manifests of exactly the datasets they declare as inputs, so each job depends on
+    the data it reads and nothing else (the catalog file covers every dataset and is rebuilt whenever one is
+    added); both paths run the same queries below.
+    """
     import duckdb
 
+    if isinstance(catalog, (list, tuple)):
+        tables = [_read_manifest(Path(path)) for path in catalog]
+        merged = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
+        con = duckdb.connect()
+        con.register("samples", merged)
+        return con
     catalog = Path(catalog)
     if not catalog.is_file():
         raise DataError(f"missing catalog {catalog}")
@@ -88,10 +100,11 @@ def _connect(catalog: Path):
         raise DataError(f"cannot open catalog {catalog}: {exc}") from exc
 
 
-def select_rows(catalog: Path, *, split: str, dataset: str | None = None,
+def select_rows(catalog: "Path | Sequence[Path]", *, split: str, dataset: str | None = None,
                 entries: list[str] | None = None) -> "pl.DataFrame":
     """The ``split`` rows of one ``dataset``, or of the stream ``entries`` (``DATASET+++classname``: every sample of
     those classes), ordered by (dataset, index). Exactly one of ``dataset`` / ``entries`` must be given.
+    ``catalog`` is a catalog file or a list of manifest files (queried in memory).
 
     A dataset absent from the catalog is a DataError; one without samples in ``split`` gives an empty frame. A stream
     entry without samples in ``split`` (unknown dataset or class) is a DataError naming it."""
