@@ -7,8 +7,6 @@ settings from this plan, never from the raw config.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -93,8 +91,7 @@ class Plan:
 
     @property
     def pool_dataset(self) -> str | None:
-        pools = [n for n, s in self.registry.items() if s.role == "pretraining"]
-        return pools[0] if pools else None
+        return _pool_of(self.registry)
 
     def stream_of(self, run: str) -> Stream:
         return self.streams[self.runs[run].stream]
@@ -221,7 +218,3 @@ def build_plan(config: Mapping[str, Any], workdir: str | Path = ".") -> Plan:
 def _pool_of(registry: Mapping[str, DatasetSpec]) -> str | None:
     return next((n for n, s in registry.items() if s.role == "pretraining"), None)
 
-
-def digest(obj: Any) -> str:
-    """A short stable digest of a JSON-able object (used in params that would otherwise be large)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fomoflux import io
 from fomoflux.errors import DataError
@@ -74,14 +74,34 @@ def build_stream(job: Job, plan: Plan, log: logging.Logger) -> None:
 # ---- samples -----------------------------------------------------------------------------------------------
 
 
-def _load(manifests: list[Path], image_size: int, *, split: str, dataset: str | None = None, entries: list[str] | None = None):
-    """Decode the samples of one dataset or of stream entries, from the manifests of a job's input datasets."""
+def replay_sample(n_rows: int, draws: int, seed: int, task: int) -> list[int] | None:
+    """Row indices of the pool's replay sample for one task: ``draws`` rows without replacement (sorted), seeded
+    by (seed, task); None when the pool is no larger than that.
+
+    A task draws at most steps x pool-share samples from the pool, so decoding the whole pool per task (1.3M pairs
+    in the paper's setting) would be wasted work. Uniform draws from a uniform sample are uniform draws from the pool.
+    """
+    if draws >= n_rows:
+        return None
+    import numpy as np
+
+    chosen = np.random.default_rng([seed, task, 0x9001]).choice(n_rows, size=draws, replace=False)
+    return sorted(chosen.tolist())
+
+
+def _load(manifests: list[Path], image_size: int, *, split: str, dataset: str | None = None,
+          entries: list[str] | None = None, keep: Callable[[int], list[int] | None] | None = None):
+    """Decode the samples of one dataset or of stream entries, from the manifests of a job's input datasets.
+    ``keep(n_rows)`` may choose which of the selected rows to decode."""
     from fomoflux.data.catalog import select_rows
     from fomoflux.data.loading import load_samples
 
     rows = select_rows(manifests, split=split, dataset=dataset, entries=entries)
     if rows.height == 0:
         return None
+    chosen = keep(rows.height) if keep is not None else None
+    if chosen is not None:
+        rows = rows[chosen]
     # Manifests name shards relative to the folder that holds the dataset folders.
     return load_samples(manifests[0].parent.parent, rows, image_size)
 
@@ -159,7 +179,11 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
         if past and training["mixture"]["buffer"] > 0:
             sources["buffer"] = _load(manifests, image_size, split="train", entries=past)
         if training["mixture"]["pretrain"] > 0:
-            sources["pretrain"] = _load(manifests, image_size, split="train", dataset=plan.pool_dataset)
+            draws = training["steps"] * training["batch_size"]  # an upper bound of what the pool's share draws
+            sources["pretrain"] = _load(
+                manifests, image_size, split="train", dataset=plan.pool_dataset,
+                keep=lambda n: replay_sample(n, draws, spec["seed"], task),
+            )
     counts = {k: (len(v) if v is not None else 0) for k, v in sources.items()}
     log.info("run %s task %d/%d: %s, sources %s", run.name, task, stream.num_tasks, spec["method"], counts)
 

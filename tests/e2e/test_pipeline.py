@@ -189,3 +189,56 @@ def test_bad_config_is_one_clear_error_before_anything_runs(tmp_path, edit, culp
     assert proc.returncode != 0
     assert culprit in proc.stdout + proc.stderr
     assert not (project.root / "results").exists()
+
+
+def test_downloaded_dataset_through_the_pipeline(tmp_path):
+    """A registry entry obtained by download: served by a local HTTP server, verified, imported into shards."""
+    import hashlib
+    import http.server
+    import io as bytes_io
+    import tarfile
+    import threading
+    from functools import partial
+
+    import numpy as np
+    from PIL import Image
+
+    served = tmp_path / "served"
+    served.mkdir()
+    rng = np.random.default_rng(0)
+    buffer = bytes_io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for split, n in (("train", 3), ("test", 2)):
+            for cls in ("owl", "cat"):
+                for i in range(n):
+                    png = bytes_io.BytesIO()
+                    Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(png, format="PNG")
+                    info = tarfile.TarInfo(f"toy/{split}/{cls}/{i}.png")
+                    info.size = len(png.getvalue())
+                    tar.addfile(info, bytes_io.BytesIO(png.getvalue()))
+    (served / "toy.tar").write_bytes(buffer.getvalue())
+    sha = hashlib.sha256(buffer.getvalue()).hexdigest()
+
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        project = make_project(tmp_path / "project")
+        url = f"http://127.0.0.1:{server.server_address[1]}/toy.tar"
+        entry = {"kind": "classification", "role": "evaluation", "classnames": ["owl", "cat"],
+                 "prompt": "a photo of an {}.", "source": {"download": {"url": url, "sha256": sha}}}
+        project.edit_config(lambda c: c.setdefault("datasets", {}).update(toy=entry))
+        project.snakemake("results/data/toy")
+        manifest = pl.read_parquet(project.path("data", "toy", "manifest.parquet"))
+        assert manifest.group_by("split").len().sort("split")["len"].to_list() == [4, 6]
+        assert set(manifest["class_name"]) == {"owl", "cat"}
+
+        bad = dict(entry, source={"download": {"url": url, "sha256": "0" * 64}})
+        project.edit_config(lambda c: c["datasets"].update(toy=bad))
+        proc = project.snakemake("results/data/toy", check=False)
+        assert proc.returncode != 0
+        log = project.path("logs", "download_archive", "toy.log").read_text()
+        assert "0" * 64 in log and sha in log, log[-2000:]
+    finally:
+        server.shutdown()

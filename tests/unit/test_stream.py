@@ -85,3 +85,4 @@ def test_reference_orderings_parse_in_fif_format():
     debug = read_ordering_file(REFERENCE / "debug_seq_small.json")
     assert len(debug) == 40 and all("+++" in e for e in debug)
     assert [len(t) for t in chunk(debug, tasks=20)] == [2] * 20
+
