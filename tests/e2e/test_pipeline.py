@@ -87,7 +87,7 @@ def test_shards_read_back_with_plain_webdataset(finished):
 
 def test_changing_a_figure_setting_reruns_only_figures(fresh_copy):
     fresh_copy.edit_config(lambda c: c.setdefault("figures", {}).update(title="another title"))
-    assert set(rules(fresh_copy.planned_jobs())) == {"plot_trajectories", "plot_heatmap"}
+    assert set(rules(fresh_copy.planned_jobs())) == {"plot_trajectories"}
 
 
 def test_adding_an_evaluation_dataset_reruns_evaluations_not_training(fresh_copy):

@@ -55,8 +55,6 @@ rule plot_heatmap:
     output:
         png=f"{RESULTS}/figures/heatmap_{{run}}.png",
         pdf=f"{RESULTS}/figures/heatmap_{{run}}.pdf",
-    params:
-        figures=PLAN.figures,
     log:
         f"{LOGS}/plot_heatmap/{{run}}.log",
     conda:
