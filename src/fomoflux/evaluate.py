@@ -26,6 +26,7 @@ import math
 import sys
 from typing import Iterator, Sequence
 
+import polars as pl
 import torch
 
 from fomoflux.data.registry import DatasetSpec
@@ -35,6 +36,17 @@ from fomoflux.preprocess import Normalizer
 
 RETRIEVAL_KS = (1, 5)
 PRIMARY_METRIC = {"classification": "top1", "retrieval": "R@5"}
+
+# One row per (dataset, metric) of an evaluation; the per-run matrix (fomoflux.metrics) extends it.
+EVAL_SCHEMA: dict[str, pl.DataType] = {
+    "dataset": pl.String,
+    "role": pl.String,
+    "kind": pl.String,
+    "metric": pl.String,
+    "value": pl.Float64,
+    "n": pl.Int64,
+    "primary": pl.Boolean,
+}
 RESULT_COLUMNS = ("dataset", "role", "kind", "metric", "value", "n", "primary")
 
 __all__ = [
@@ -375,13 +387,4 @@ def evaluate_datasets(
                         "primary": metric == PRIMARY_METRIC[spec.kind],
                     }
                 )
-    schema = {
-        "dataset": pl.String,
-        "role": pl.String,
-        "kind": pl.String,
-        "metric": pl.String,
-        "value": pl.Float64,
-        "n": pl.Int64,
-        "primary": pl.Boolean,
-    }
-    return pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
+    return pl.DataFrame(rows, schema=EVAL_SCHEMA) if rows else pl.DataFrame(schema=EVAL_SCHEMA)

@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 
 import polars as pl
 
+from fomoflux.evaluate import EVAL_SCHEMA
 from fomoflux.io import atomic_path
 
 EVAL_COLUMNS = ("dataset", "role", "kind", "metric", "value", "n", "primary")
@@ -27,13 +28,7 @@ EVAL_COLUMNS = ("dataset", "role", "kind", "metric", "value", "n", "primary")
 MATRIX_SCHEMA: dict[str, pl.DataType] = {
     "run": pl.String,
     "task": pl.Int64,
-    "dataset": pl.String,
-    "role": pl.String,
-    "kind": pl.String,
-    "metric": pl.String,
-    "value": pl.Float64,
-    "n": pl.Int64,
-    "primary": pl.Boolean,
+    **EVAL_SCHEMA,
     "subset": pl.Boolean,
 }
 
