@@ -9,19 +9,16 @@ skips the class-text pass; the evaluation does everything it does in the pipelin
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
-from pathlib import Path
 
 import torch
+from _timing import image_size, interleaved_rounds, median, setup_architecture, synchronize
 
 from fomoflux.data.registry import DatasetSpec
 from fomoflux.data.sampleset import SampleSet
 from fomoflux.evaluate import evaluate_classification
-from fomoflux.model import create_model, register_architecture
+from fomoflux.model import create_model
 from fomoflux.preprocess import Normalizer
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -35,14 +32,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    config = REPO / "config" / "models" / f"{args.arch}.json"
-    if config.exists():
-        register_architecture(config)
+    setup_architecture(args.arch)
     torch.manual_seed(0)
     model, tokenizer = create_model(args.arch, None, device=args.device)
     model.eval()
-    size = model.visual.image_size
-    size = size[0] if isinstance(size, (tuple, list)) else size
+    size = image_size(model)
     classes = tuple(f"class {i}" for i in range(10))
     spec = DatasetSpec("bench", "classification", "evaluation", classes, source={"generate": {}})
     images = torch.randint(0, 256, (args.n, 3, size, size), dtype=torch.uint8)
@@ -55,23 +49,17 @@ def main() -> None:
         with torch.inference_mode():
             for i in range(0, args.n, args.batch_size):
                 model.encode_image(normalised[i : i + args.batch_size], normalize=True)
-        if args.device == "cuda":
-            torch.cuda.synchronize()
+        synchronize(args.device)
         return args.n / (time.perf_counter() - start)
 
     def pipeline() -> float:
         start = time.perf_counter()
         evaluate_classification(model, tokenizer, spec, samples, batch_size=args.batch_size, device=args.device)
-        if args.device == "cuda":
-            torch.cuda.synchronize()
+        synchronize(args.device)
         return args.n / (time.perf_counter() - start)
 
-    bare(), pipeline()  # warm-up
-    bare_rates, eval_rates = [], []
-    for _ in range(args.repeats):  # interleaved so that machine noise hits both alike
-        bare_rates.append(bare())
-        eval_rates.append(pipeline())
-    b, e = statistics.median(bare_rates), statistics.median(eval_rates)
+    rates = interleaved_rounds({"bare": bare, "evaluation": pipeline}, rounds=args.repeats, warmup=1)
+    b, e = median(rates["bare"]), median(rates["evaluation"])
     print(f"arch={args.arch} device={args.device} n={args.n} batch={args.batch_size} threads={args.threads}")
     print(f"bare encode_image: {b:,.0f} img/s   evaluation: {e:,.0f} img/s   ratio: {e / b:.3f} (target >= 0.9)")
 

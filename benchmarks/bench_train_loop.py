@@ -12,27 +12,16 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import time
-from pathlib import Path
 
 import open_clip
 import torch
+from _timing import image_size, interleaved_rounds, median, random_samples, setup_architecture, synchronize
 
-from fomoflux.data.sampleset import SampleSet
 from fomoflux.methods import get_method
-from fomoflux.model import create_model, register_architecture
+from fomoflux.model import create_model
 from fomoflux.preprocess import Normalizer
 from fomoflux.train.loop import TaskBatches, TaskUpdateConfig, run_task_update
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def random_samples(n: int, size: int, name: str, seed: int) -> SampleSet:
-    gen = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=gen)
-    captions = [(f"a {name} sample number {i % 97}", f"{name} {i % 13}") for i in range(n)]
-    return SampleSet(images, captions, torch.arange(n) % 10, [f"{name}/train/{i}" for i in range(n)])
 
 
 def main() -> None:
@@ -47,13 +36,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    config = REPO / "config" / "models" / f"{args.arch}.json"
-    if config.exists():
-        register_architecture(config)
+    setup_architecture(args.arch)
     torch.manual_seed(0)
     model, tokenizer = create_model(args.arch, None, device=args.device)
-    size = model.visual.image_size
-    size = size[0] if isinstance(size, (tuple, list)) else size
+    size = image_size(model)
     initial = copy.deepcopy(model.state_dict())
     sources = {
         "pretrain": random_samples(4000, size, "pool", 1),
@@ -80,24 +66,18 @@ def main() -> None:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-        if args.device == "cuda":
-            torch.cuda.synchronize()
+        synchronize(args.device)
         return args.steps * args.batch_size / (time.perf_counter() - start)
 
     def loop() -> float:
         model.load_state_dict(initial)
         start = time.perf_counter()  # includes the loop's set-up: tokenising the task's captions, the optimizer
         run_task_update(model, tokenizer, get_method("finetune"), sources, cfg)
-        if args.device == "cuda":
-            torch.cuda.synchronize()
+        synchronize(args.device)
         return args.steps * args.batch_size / (time.perf_counter() - start)
 
-    bare(), loop()  # warm-up
-    bare_rates, loop_rates = [], []
-    for _ in range(args.repeats):
-        bare_rates.append(bare())
-        loop_rates.append(loop())
-    b, lo = statistics.median(bare_rates), statistics.median(loop_rates)
+    rates = interleaved_rounds({"bare": bare, "loop": loop}, rounds=args.repeats, warmup=1)
+    b, lo = median(rates["bare"]), median(rates["loop"])
     print(f"arch={args.arch} device={args.device} steps={args.steps} batch={args.batch_size} threads={args.threads}")
     print(f"bare step: {b:,.0f} samples/s   fomoflux loop: {lo:,.0f} samples/s   ratio: {lo / b:.3f} (target >= 0.95)")
 

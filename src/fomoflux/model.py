@@ -205,21 +205,28 @@ def create_model(
     """``(model, tokenizer)``: open_clip's ``arch`` (``output_dict=True``), weights from ``checkpoint`` if given.
 
     Without a checkpoint the weights are open_clip's random init; with ``seed`` that init is a pure function of
-    the seed (torch's global RNG is seeded for the creation and restored afterwards).
+    the seed (torch's global RNG is seeded for the creation and restored afterwards). On device ``"meta"`` the model
+    has shapes but no storage (for checks and FLOP counting; no checkpoint can be loaded into it).
     """
     name = resolve_architecture(arch)
+    on_meta = torch.device(device).type == "meta"
+    if on_meta and checkpoint is not None:
+        raise CheckpointError(f"checkpoint {checkpoint} cannot be loaded into a model on device 'meta'")
     open_clip = _open_clip()
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.ERROR))  # open_clip warns "initialized randomly" on every pretrained=None
     try:
         with seeded(seed):
-            model = open_clip.create_model(name, pretrained=None, output_dict=True, device="cpu")
+            model = open_clip.create_model(
+                name, pretrained=None, output_dict=True, device="meta" if on_meta else "cpu"
+            )
     finally:
         root.setLevel(level)
     if checkpoint is not None:
         load_checkpoint_into(model, checkpoint, name=name)
-    model = model.to(device)
+    if not on_meta:
+        model = model.to(device)
     return model, open_clip.get_tokenizer(name)
 
 

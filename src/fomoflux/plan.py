@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,11 +29,17 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "min_lr_ratio": 1e-3,
     "grad_clip": 1.0,
     "schedule": "cosine",
+    "schedule_options": {},
+    "budget": "maf",
     "threads": 1,
     "mixture": {"pretrain": 0.33, "update": 0.34, "buffer": 0.33},
 }
 MIXTURE_SOURCES = ("pretrain", "update", "buffer")
+# How a run's steps per task follow from full fine-tuning's `steps` (fomoflux.budget): equal Memory-Adjusted FLOPs,
+# equal FLOPs, or the configured steps as they are.
+BUDGET_MODES = ("maf", "flops", "fixed")
 DATASET_NAME = re.compile(r"[A-Za-z0-9_-]+")
+RUN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
@@ -57,23 +64,46 @@ class RunPlan:
     seed: int
     training: Mapping[str, Any]
     updates_weights: bool
+    # What the method instance tells the DAG (fomoflux.methods): the options training depends on, whether state
+    # crosses tasks, where a task starts and what is deployed, and the settings of each merge it needs.
+    training_options: Mapping[str, Any] = field(default_factory=dict)
+    keeps_state: bool = False
+    init_from: str = "latest"
+    deploy_from: str = "latest"
+    merges: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The step whose cost the budget profiles: a merging method's update is plain fine-tuning.
+    profile_method: str = ""
+    profile_options: Mapping[str, Any] = field(default_factory=dict)
 
     def task_spec(self, stream: Stream, task: int) -> dict[str, Any]:
         """Everything that determines the update of ``task``: its Snakemake params, so a change reruns it.
 
         Deliberately not the stream's length: an update sees its own task and the past (the buffer's history),
-        never the future, so a stream that grows leaves every finished update valid.
+        never the future, so a stream that grows leaves every finished update valid. Deploy-only merge settings
+        are not here either (they are the merge jobs' params).
         """
         return {
             "run": self.name,
             "method": self.method,
-            "method_options": dict(self.method_options),
+            "method_options": dict(self.training_options),
             "training": dict(self.training),
             "seed": self.seed,
             "task": task,
             "entries": list(stream.task(task)),
             "history": stream.history_digest(task),
         }
+
+    def profile_key(self) -> str:
+        """Names the cost profile of this run's training step: equal for runs whose step costs the same."""
+        return profile_key(self.profile_method or self.method, self.profile_options, self.training["batch_size"])
+
+
+def profile_key(method: str, options: Mapping[str, Any], batch_size: int) -> str:
+    import hashlib
+    import json
+
+    blob = json.dumps({"method": method, "options": options, "batch": batch_size}, sort_keys=True, default=str)
+    return f"{method}-b{batch_size}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
 @dataclass(frozen=True)
@@ -88,6 +118,23 @@ class Plan:
     evaluation: Mapping[str, Any]
     figures: Mapping[str, Any]
     mini_datasets: tuple[str, ...] = field(default=())
+    budget: Mapping[str, Any] = field(default_factory=lambda: {"memory": "counted", "extra_pass_samples": None})
+
+    @cached_property
+    def profiles(self) -> dict[str, dict[str, Any]]:
+        """Every step profile the runs' budgets need, by key: what to measure."""
+        out: dict[str, dict[str, Any]] = {}
+        for run in self.runs.values():
+            if not run.updates_weights or run.training["budget"] == "fixed":
+                continue
+            batch = run.training["batch_size"]
+            out[run.profile_key()] = {"method": run.profile_method, "options": dict(run.profile_options),
+                                      "batch_size": batch}
+            out[self.reference_profile_key(run.name)] = {"method": "finetune", "options": {}, "batch_size": batch}
+        return out
+
+    def reference_profile_key(self, run: str) -> str:
+        return profile_key("finetune", {}, self.runs[run].training["batch_size"])
 
     @property
     def pool_dataset(self) -> str | None:
@@ -129,14 +176,103 @@ def _resolve_mixture(value: Any, mixtures: Mapping[str, Any], where: str) -> dic
     return ratios
 
 
-def _check_method(run: str, method: str, options: Mapping[str, Any]) -> bool:
+def _method_plan(run: str, method: str, options: Mapping[str, Any], model: Any) -> dict[str, Any]:
+    """Build the run's method once, check it against the model's shapes, and keep what the DAG needs."""
     from fomoflux.methods import get_method
+    from fomoflux.methods.merging import MergeMethod
 
     try:
         instance = get_method(method, dict(options))
+        if model is not None:
+            instance.check_model(model)
     except ConfigError as err:
         raise ConfigError(f"runs.{run}: {err}") from None
-    return bool(instance.updates_weights)
+    merges: dict[str, Any] = {}
+    init_from = deploy_from = "latest"
+    profile_method, profile_options = method, instance.training_options()
+    if isinstance(instance, MergeMethod):
+        init_from, deploy_from = instance.init_from, instance.deploy_from
+        merges = {kind: instance.merge_spec(kind) for kind in instance.merge_kinds()}
+        profile_method, profile_options = "finetune", {}
+    return {
+        "updates_weights": bool(instance.updates_weights),
+        "training_options": instance.training_options(),
+        "keeps_state": instance.keeps_state,
+        "init_from": init_from,
+        "deploy_from": deploy_from,
+        "merges": merges,
+        "profile_method": profile_method,
+        "profile_options": profile_options,
+    }
+
+
+def _meta_model(model: ModelPlan, workdir: Path):
+    """The base architecture on device "meta" (shapes only, no memory): what methods check their options against."""
+    from fomoflux.model import create_model, register_architecture
+
+    try:
+        if model.config:
+            register_architecture(workdir / model.config)
+        return create_model(model.arch, device="meta")[0]
+    except ConfigError as err:
+        raise ConfigError(f"model.arch: {err}") from None
+
+
+def _sweep_values(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _label(value: Any) -> str:
+    text = value if isinstance(value, str) else json_compact(value)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "", text)
+
+
+def json_compact(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def expand_grids(grids: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Runs from ``grids``: each grid is a run whose values may be lists; the runs are the product of all lists.
+
+    Swept keys: ``method``, ``stream``, ``seed``, and every key of ``method_options`` and ``training``. A run is
+    named ``<grid>-<method>[-<key><value>...][-s<seed>]`` from its swept values (so a name says what differs).
+    """
+    import itertools
+
+    runs: dict[str, dict[str, Any]] = {}
+    for grid, raw in grids.items():
+        axes: list[tuple[tuple[str, ...], list[Any]]] = []
+        for key in ("method", "stream"):
+            if key in raw:
+                axes.append(((key,), _sweep_values(raw[key])))
+        for section in ("method_options", "training"):
+            for key, value in raw.get(section, {}).items():
+                axes.append(((section, key), _sweep_values(value)))
+        if "seed" in raw:
+            axes.append((("seed",), _sweep_values(raw["seed"])))
+        for path, values in axes:
+            if not values:
+                raise ConfigError(f"grids.{grid}.{'.'.join(path)}: an empty list sweeps nothing")
+        for combo in itertools.product(*(values for _, values in axes)):
+            run: dict[str, Any] = {"method_options": {}, "training": {}}
+            parts = [grid]
+            for (path, values), value in zip(axes, combo):
+                if len(path) == 1:
+                    run[path[0]] = value
+                else:
+                    run[path[0]][path[1]] = value
+                if path == ("method",):
+                    parts.append(_label(value))
+                elif len(values) > 1:
+                    short = "s" if path == ("seed",) else path[-1]
+                    parts.append(f"{short}{_label(value)}")
+            name = "-".join(parts)
+            if name in runs:
+                raise ConfigError(f"grids.{grid}: two runs would be named {name!r}; give the swept values distinct labels")
+            runs[name] = run
+    return runs
 
 
 def build_plan(config: Mapping[str, Any], workdir: str | Path = ".") -> Plan:
@@ -171,8 +307,18 @@ def build_plan(config: Mapping[str, Any], workdir: str | Path = ".") -> Plan:
 
     mixtures = config.get("mixtures", {})
     base_training = {**TRAINING_DEFAULTS, **config.get("training", {})}
+    meta_model = _meta_model(model, workdir)
+    declared = dict(config.get("runs", {}))
+    for name, raw in expand_grids(config.get("grids", {})).items():
+        if name in declared:
+            raise ConfigError(f"grids: run {name!r} is also declared under runs")
+        declared[name] = raw
+    if not declared:
+        raise ConfigError("runs: the config declares no run (neither under runs nor grids)")
     runs: dict[str, RunPlan] = {}
-    for name, raw in config["runs"].items():
+    for name, raw in declared.items():
+        if not RUN_NAME.fullmatch(name):
+            raise ConfigError(f"runs: name {name!r} must match {RUN_NAME.pattern}")
         where = f"runs.{name}"
         stream = raw.get("stream")
         if stream is None:
@@ -181,13 +327,29 @@ def build_plan(config: Mapping[str, Any], workdir: str | Path = ".") -> Plan:
             stream = next(iter(streams))
         if stream not in streams:
             raise ConfigError(f"{where}.stream: unknown stream {stream!r} (defined: {sorted(streams)})")
+        unknown = sorted(set(raw.get("training", {})) - set(TRAINING_DEFAULTS))
+        if unknown:
+            raise ConfigError(f"{where}.training: unknown key {unknown[0]!r} (known: {', '.join(sorted(TRAINING_DEFAULTS))})")
         training = {**base_training, **raw.get("training", {})}
         training["mixture"] = _resolve_mixture(training["mixture"], mixtures, f"{where}.training")
         if training["mixture"]["pretrain"] > 0 and _pool_of(registry) is None:
             raise ConfigError(f"{where}.training.mixture: replays the pretraining pool, but no pretraining dataset is registered")
+        if training["budget"] not in BUDGET_MODES:
+            raise ConfigError(f"{where}.training.budget: {training['budget']!r} is not one of {', '.join(BUDGET_MODES)}")
+        _check_schedule(where, training)
+        if "method" not in raw:
+            raise ConfigError(f"{where}: no method given")
         options = raw.get("method_options", {})
-        updates = _check_method(name, raw["method"], options)
-        runs[name] = RunPlan(name, raw["method"], options, stream, int(raw.get("seed", 0)), training, updates)
+        method = _method_plan(name, raw["method"], options, meta_model)
+        oneshot = method["merges"].get("oneshot")
+        if oneshot is not None and oneshot.get("weights") is not None:
+            expected = streams[stream].num_tasks + (1 if oneshot.get("include_base") else 0)
+            if len(oneshot["weights"]) != expected:
+                raise ConfigError(
+                    f"{where}.method_options.weights: {len(oneshot['weights'])} weights for {expected} merged models "
+                    f"({streams[stream].num_tasks} tasks{' + θ0' if oneshot.get('include_base') else ''})"
+                )
+        runs[name] = RunPlan(name, raw["method"], options, stream, int(raw.get("seed", 0)), training, **method)
 
     evaluation = config.get("evaluation", {})
     chosen = evaluation.get("datasets", "all")
@@ -212,7 +374,25 @@ def build_plan(config: Mapping[str, Any], workdir: str | Path = ".") -> Plan:
         evaluation=evaluation,
         figures=config.get("figures", {}),
         mini_datasets=mini_names,
+        budget={"memory": "counted", "extra_pass_samples": None, **config.get("budget", {})},
     )
+
+
+def _check_schedule(where: str, training: Mapping[str, Any]) -> None:
+    """Build the run's lr schedule once (first task) so a bad name, option or warmup fails before any job runs."""
+    from fomoflux.train.schedule import make_schedule
+
+    try:
+        make_schedule(
+            training["schedule"],
+            total_steps=training["steps"],
+            base_lr=training["lr"],
+            warmup_fraction=training["warmup_fraction"],
+            min_lr_ratio=training["min_lr_ratio"],
+            **dict(training.get("schedule_options", {})),
+        )
+    except ConfigError as err:
+        raise ConfigError(f"{where}.training: {err}") from None
 
 
 def _pool_of(registry: Mapping[str, DatasetSpec]) -> str | None:

@@ -1,4 +1,5 @@
-"""Paper-ready figures: A_ZS vs A_KA trajectories across runs, and the task × dataset heatmap of one run.
+"""Paper-ready figures: A_ZS vs A_KA trajectories across runs, the task × dataset heatmap of one run, learning-rate
+schedules against their final A_KA / A_ZS, and the steps per task each method's compute budget buys.
 
 Each figure is written as a vector PDF (TrueType fonts embedded) and a 200 dpi PNG, both atomically. Figures are
 built on :class:`matplotlib.figure.Figure` directly (no pyplot global state; Agg for PNG, the PDF backend for PDF), so
@@ -44,7 +45,7 @@ RC = {
     "axes.spines.right": False,
 }
 
-__all__ = ["plot_trajectories", "plot_heatmap", "run_style", "X_LABEL", "Y_LABEL"]
+__all__ = ["plot_trajectories", "plot_heatmap", "plot_schedules", "plot_budgets", "run_style", "X_LABEL", "Y_LABEL"]
 
 
 def run_style(index: int) -> dict:
@@ -192,3 +193,220 @@ def plot_heatmap(matrix: pl.DataFrame, run: str, out_png, out_pdf) -> None:
                         transform=ax.transData, clip_on=False)
         ax.set_title(f"{run}: primary metric per task", pad=18)
         _save(fig, out_png, out_pdf)
+
+
+def _spans_decades(values: Sequence[float], decades: float = 2.0) -> bool:
+    """Whether the positive ``values`` span more than ``decades`` powers of ten (the switch to a log axis)."""
+    positive = [v for v in values if v > 0]
+    return bool(positive) and max(positive) > min(positive) * 10.0**decades
+
+
+def _global_steps(curve: pl.DataFrame) -> tuple[list[int], list[float], list[float]]:
+    """x (global step), lr and task-boundary positions of one run's (task, step, lr) rows.
+
+    A task's steps are offset by the number of steps of the tasks before it, each counted as its largest logged step
+    + 1 (the training loop always logs a task's last step, so this is the task's step count even when it logs only
+    every k-th step; with every step logged, x is the plain cumulative index).
+    """
+    rows = curve.sort("task", "step")
+    xs: list[int] = []
+    lrs: list[float] = []
+    boundaries: list[float] = []
+    offset = 0
+    for _, part in rows.group_by("task", maintain_order=True):
+        if xs:
+            boundaries.append(offset - 0.5)
+        steps = part["step"].to_list()
+        xs.extend(offset + s for s in steps)
+        lrs.extend(part["lr"].to_list())
+        offset += steps[-1] + 1
+    return xs, lrs, boundaries
+
+
+def plot_schedules(final: pl.DataFrame, lr_curves: pl.DataFrame, out_png: str | os.PathLike,
+                   out_pdf: str | os.PathLike, *, title: str | None = None) -> Figure:
+    """Learning-rate schedules side by side with where they end up: the lr they trained with, and final A_KA / A_ZS.
+
+    Left panel: the lr of every training step against the global step (task 1's steps, then task 2's, ...), for one
+    representative run per schedule (the first by run name), one line per schedule; thin grey vertical lines mark
+    task boundaries. The y axis is logarithmic when the positive lrs span more than two decades (symlog, linear
+    below the smallest positive lr, when some step trains at lr 0, e.g. the end of a cooldown), linear otherwise.
+
+    Right panel: each schedule as one point in the A_KA–A_ZS plane (in %, the plane of :func:`plot_trajectories`),
+    at the mean over its runs, with min–max error bars on both axes when it has several runs (seeds); each point is
+    labelled with the schedule's name (and its number of runs when > 1), in the same colour as its lr curve.
+    Schedules keep their order of first appearance in ``final`` (then ``lr_curves``) for colours and legend.
+
+    ``final``: columns run, schedule, A_KA, A_ZS (fractions in [0, 1]; rows with a null or NaN score are skipped).
+    ``lr_curves``: columns run, schedule, task (1-based), step (0-based within the task), lr (the lr the step used).
+    Returns the figure (already written to ``out_png`` and ``out_pdf``).
+    """
+    _require(final, ("run", "schedule", "A_KA", "A_ZS"), "plot_schedules (final)")
+    _require(lr_curves, ("run", "schedule", "task", "step", "lr"), "plot_schedules (lr_curves)")
+    if final.height == 0:
+        raise ValueError("plot_schedules: the final-scores frame is empty, there is nothing to plot")
+    if lr_curves.height == 0:
+        raise ValueError("plot_schedules: the lr-curves frame is empty, there is nothing to plot")
+    scores = final.select("run", "schedule", "A_KA", "A_ZS").drop_nulls().drop_nans()
+    if scores.height == 0:
+        raise ValueError("plot_schedules: every row of the final scores has a null A_KA or A_ZS, nothing to plot")
+    for column in ("A_KA", "A_ZS"):
+        low, high = scores[column].min(), scores[column].max()
+        if low < 0.0 or high > 1.0:
+            raise ValueError(f"plot_schedules: {column} must be fractions in [0, 1], got values in [{low}, {high}] "
+                             f"(percentages?)")
+    curves = lr_curves.select("run", "schedule", "task", "step", "lr").drop_nulls().drop_nans()
+    if curves.height == 0:
+        raise ValueError("plot_schedules: every row of the lr curves has a null lr, there is nothing to plot")
+    if curves["lr"].min() < 0.0:
+        raise ValueError(f"plot_schedules: learning rates must be >= 0, got {curves['lr'].min()}")
+    duplicated = curves.filter(pl.struct("run", "task", "step").is_duplicated())
+    if duplicated.height:
+        run, task, step = duplicated.select("run", "task", "step").row(0)
+        raise ValueError(f"plot_schedules: run {run!r} logs step {step} of task {task} more than once "
+                         f"(concatenated logs of a resumed run?)")
+
+    schedules = list(dict.fromkeys(final["schedule"].to_list() + curves["schedule"].to_list()))
+    colour = {s: run_style(i)["color"] for i, s in enumerate(schedules)}
+    marker = {s: run_style(i)["marker"] for i, s in enumerate(schedules)}
+    # lines of different schedules coincide during warmup: the dash pattern tells them apart where colour cannot
+    dashes = {s: LINESTYLES[i % len(LINESTYLES)] for i, s in enumerate(schedules)}
+
+    with rc_context(RC):
+        fig = Figure(figsize=(11.0, 4.4), layout="constrained")
+        ax_lr, ax_acc = fig.subplots(1, 2, width_ratios=(1.35, 1.0))
+
+        all_lrs: list[float] = []
+        boundaries: set[float] = set()
+        for schedule in schedules:
+            runs = curves.filter(pl.col("schedule") == schedule)
+            if runs.height == 0:
+                continue
+            representative = min(runs["run"].unique().to_list())
+            xs, lrs, edges = _global_steps(runs.filter(pl.col("run") == representative))
+            all_lrs.extend(lrs)
+            boundaries.update(edges)
+            ax_lr.plot(xs, lrs, color=colour[schedule], linestyle=dashes[schedule], linewidth=1.6,
+                       label=f"{schedule} ({representative})", zorder=3)
+        for edge in sorted(boundaries):
+            ax_lr.axvline(edge, color="0.6", linewidth=0.6, zorder=1)
+        if _spans_decades(all_lrs) and min(all_lrs) > 0.0:
+            ax_lr.set_yscale("log")
+        else:
+            if _spans_decades(all_lrs):  # a log axis would drop the lr-0 steps: linear below the smallest positive lr
+                ax_lr.set_yscale("symlog", linthresh=min(v for v in all_lrs if v > 0))
+            ax_lr.set_ylim(bottom=0.0)  # lrs are >= 0: no empty negative half
+        ax_lr.set_xlabel("Global training step (tasks concatenated)")
+        ax_lr.set_ylabel("Learning rate")
+        ax_lr.set_title("Learning rate of one run per schedule")
+        ax_lr.grid(True, axis="y", color="0.9", linewidth=0.6, zorder=0)
+        ax_lr.legend(frameon=False, loc="best")
+
+        stats = (
+            scores.group_by("schedule", maintain_order=True)
+            .agg(
+                pl.len().alias("n"),
+                *(pl.col(c).mean().mul(100.0).alias(f"{c}_mean") for c in ("A_KA", "A_ZS")),
+                *(pl.col(c).min().mul(100.0).alias(f"{c}_min") for c in ("A_KA", "A_ZS")),
+                *(pl.col(c).max().mul(100.0).alias(f"{c}_max") for c in ("A_KA", "A_ZS")),
+            )
+        )
+        by_schedule = {row["schedule"]: row for row in stats.iter_rows(named=True)}
+        for schedule in schedules:
+            row = by_schedule.get(schedule)
+            if row is None:
+                continue
+            x, y = row["A_KA_mean"], row["A_ZS_mean"]
+            spread = row["n"] > 1
+            ax_acc.errorbar(
+                [x], [y],
+                xerr=[[x - row["A_KA_min"]], [row["A_KA_max"] - x]] if spread else None,
+                yerr=[[y - row["A_ZS_min"]], [row["A_ZS_max"] - y]] if spread else None,
+                linestyle="none", marker=marker[schedule], markersize=9, color=colour[schedule],
+                markeredgecolor="black", markeredgewidth=0.8, ecolor=colour[schedule], elinewidth=1.2, capsize=3,
+                zorder=3,
+            )
+            label = f"{schedule} (n={row['n']})" if spread else schedule
+            ax_acc.annotate(label, (x, y), xytext=(7, 6), textcoords="offset points", fontsize=9,
+                            color=colour[schedule], fontweight="bold", zorder=4)
+        ax_acc.set_xlabel(X_LABEL)
+        ax_acc.set_ylabel(Y_LABEL)
+        ax_acc.set_title("Final scores (mean, min–max over runs)")
+        ax_acc.grid(True, color="0.9", linewidth=0.6, zorder=0)
+        ax_acc.margins(0.25)
+        if title:
+            fig.suptitle(title)
+        _save(fig, out_png, out_pdf)
+    return fig
+
+
+def plot_budgets(budgets: pl.DataFrame, out_png: str | os.PathLike, out_pdf: str | os.PathLike, *,
+                 title: str | None = None) -> Figure:
+    """Compute budget versus steps per method: how many steps per task each run's equal-MAF budget buys.
+
+    One horizontal bar per run, labelled "run (method)", its length the run's steps per task; bars are sorted by steps
+    (most steps at the top, ties by run name) and coloured by method (runs of one method, e.g. seeds, share a
+    colour). A dashed vertical line marks full fine-tuning's steps per task (``reference_steps``), labelled "full
+    fine-tuning" above the axes, and each bar ends with "N steps · FLOPs ×a.aa · mem ×b.bb": its steps per task, and
+    its FLOPs per step and peak memory relative to full fine-tuning. The x axis is logarithmic when the steps (and
+    reference) span more than two decades (a method with a costly per-task pass, such as EWC, can get far fewer
+    steps), linear from 0 otherwise.
+
+    ``budgets``: columns run, method, steps (>= 1), reference_steps (>= 1), flops_ratio and memory_ratio (> 0).
+    Returns the figure (already written to ``out_png`` and ``out_pdf``).
+    """
+    columns = ("run", "method", "steps", "reference_steps", "flops_ratio", "memory_ratio")
+    _require(budgets, columns, "plot_budgets")
+    if budgets.height == 0:
+        raise ValueError("plot_budgets: the budgets frame is empty, there is nothing to plot")
+    rows = budgets.select(columns)
+    nulls = [c for c in columns if rows[c].null_count()]
+    if nulls:
+        raise ValueError(f"plot_budgets: columns {nulls} have null values")
+    for column, low in (("steps", 1), ("reference_steps", 1)):
+        if rows[column].min() < low:
+            raise ValueError(f"plot_budgets: {column} must be >= {low}, got {rows[column].min()}")
+    for column in ("flops_ratio", "memory_ratio"):
+        values = rows[column].to_list()
+        if not all(math.isfinite(v) and v > 0 for v in values):
+            raise ValueError(f"plot_budgets: {column} must be finite and > 0, got {values}")
+    rows = rows.sort("steps", "run", descending=[False, True])  # barh draws upwards: the largest budget ends on top
+    methods = list(dict.fromkeys(budgets["method"].to_list()))
+    colour = {m: run_style(i)["color"] for i, m in enumerate(methods)}
+    references = sorted(set(rows["reference_steps"].to_list()))
+    steps = rows["steps"].to_list()
+    log_x = _spans_decades(steps + references)
+
+    with rc_context(RC):
+        n = rows.height
+        fig = Figure(figsize=(7.6, min(max(2.2, 1.3 + 0.42 * n), 30.0)), layout="constrained")
+        ax = fig.add_subplot()
+        # a log axis has no 0: bars start one decade-step below the smallest budget
+        base = 10.0 ** math.floor(math.log10(min(steps + references) / 2.0)) if log_x else 0.0
+        positions = list(range(n))
+        ax.barh(positions, [s - base for s in steps], left=base, height=0.62,
+                color=[colour[m] for m in rows["method"].to_list()], edgecolor="black", linewidth=0.6, zorder=2)
+        ax.set_yticks(positions, [f"{r} ({m})" for r, m in zip(rows["run"].to_list(), rows["method"].to_list())])
+        for y, (value, flops, memory) in enumerate(rows.select("steps", "flops_ratio", "memory_ratio").iter_rows()):
+            # clip_on=False: the note may run past the (hidden) right spine; the saved bbox grows to hold it
+            ax.annotate(f"{value} steps · FLOPs ×{flops:.2f} · mem ×{memory:.2f}", (value, y), xytext=(4, 0),
+                        textcoords="offset points", va="center", ha="left", fontsize=8, annotation_clip=False,
+                        bbox={"boxstyle": "square,pad=0.15", "facecolor": "white", "edgecolor": "none"}, zorder=4)
+        top = max(steps + references)
+        if log_x:
+            ax.set_xscale("log")
+            ax.set_xlim(base, top * 1.5)
+        else:
+            ax.set_xlim(0.0, top * 1.04)
+        ax.set_ylim(-0.6, n - 0.4)
+        label_axes = ax.get_xaxis_transform()  # x in data, y in axes fraction
+        for reference in references:
+            ax.axvline(reference, color="black", linestyle="--", linewidth=1.1, zorder=3)
+            text = "full fine-tuning" if len(references) == 1 else f"full fine-tuning ({reference})"
+            ax.text(reference, 1.01, text, transform=label_axes, ha="center", va="bottom", fontsize=9)
+        ax.set_xlabel("Training steps per task (equal memory-adjusted FLOPs)")
+        ax.grid(True, axis="x", which="major", color="0.9", linewidth=0.6, zorder=0)
+        ax.tick_params(axis="y", length=0)
+        ax.set_title(title or "Budget vs steps per method", pad=16)
+        _save(fig, out_png, out_pdf)
+    return fig

@@ -165,7 +165,8 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
     training = spec["training"]
 
     model, tokenizer = _model(plan, job.input.checkpoint, device)
-    method = get_method(spec["method"], dict(spec["method_options"]))
+    # The full options (the spec holds only those training depends on, for invalidation).
+    method = get_method(spec["method"], dict(run.method_options))
     if "state" in job.input.keys():
         load_method_state(method, job.input.state)
     # num_tasks stays None: an update must not depend on how long the stream will become (see RunPlan.task_spec).
@@ -179,7 +180,8 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
         if past and training["mixture"]["buffer"] > 0:
             sources["buffer"] = _load(manifests, image_size, split="train", entries=past)
         if training["mixture"]["pretrain"] > 0:
-            draws = training["steps"] * training["batch_size"]  # an upper bound of what the pool's share draws
+            # An upper bound of what the pool's share draws (a budget gives at most a few times the FT steps).
+            draws = int(io.read_json(job.input.budget)["steps"]) * training["batch_size"]
             sources["pretrain"] = _load(
                 manifests, image_size, split="train", dataset=plan.pool_dataset,
                 keep=lambda n: replay_sample(n, draws, spec["seed"], task),
@@ -187,8 +189,9 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
     counts = {k: (len(v) if v is not None else 0) for k, v in sources.items()}
     log.info("run %s task %d/%d: %s, sources %s", run.name, task, stream.num_tasks, spec["method"], counts)
 
+    steps = int(io.read_json(job.input.budget)["steps"])
     cfg = TaskUpdateConfig(
-        steps=training["steps"],
+        steps=steps,
         batch_size=training["batch_size"],
         lr=training["lr"],
         weight_decay=training["weight_decay"],
@@ -199,6 +202,7 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
         seed=spec["seed"],
         task_index=task - 1,
         schedule=training["schedule"],
+        schedule_options=dict(training.get("schedule_options", {})),
         device=device,
     )
     started = time.perf_counter()
@@ -213,6 +217,69 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
         job.output.checkpoint,
         metadata={"arch": plan.model.arch, "run": run.name, "task": str(task), "method": spec["method"]},
     )
+
+
+# ---- budgets and merges -----------------------------------------------------------------------------------
+
+
+def profile_method(job: Job, plan: Plan, log: logging.Logger) -> None:
+    from fomoflux.budget import profile_step
+
+    spec = job.params.spec
+    if plan.model.config:
+        from fomoflux.model import register_architecture
+
+        register_architecture(plan.model.config)
+    profile = profile_step(
+        plan.model.arch,
+        spec["method"],
+        spec["options"],
+        batch_size=spec["batch_size"],
+        memory=spec["memory"],
+        extra_pass_samples=spec["extra_pass_samples"],
+    )
+    log.info("%s: %.3f GFLOPs/sample, peak %.1f MiB (%s), %d of %d parameters trained", spec["method"],
+             profile.gflops_per_sample, profile.peak_memory_bytes / 2**20, profile.memory_measure,
+             profile.trainable_params, profile.total_params)
+    io.write_json(job.output[0], profile.to_dict())
+
+
+def run_budget(job: Job, plan: Plan, log: logging.Logger) -> None:
+    from fomoflux.budget import StepProfile, budget_steps
+
+    training = job.params.training
+    if training["budget"] == "fixed":
+        budget = {"steps": int(training["steps"]), "reference_steps": int(training["steps"]), "mode": "fixed"}
+    else:
+        reference = StepProfile.from_dict(io.read_json(job.input.reference))
+        method = StepProfile.from_dict(io.read_json(job.input.method))
+        if training["budget"] == "flops":
+            # Equal FLOPs: the memory ratio is left out (the same formula with both memories set equal).
+            method = StepProfile.from_dict({**method.to_dict(), "peak_memory_bytes": reference.peak_memory_bytes,
+                                            "extra_pass_memory_bytes": reference.peak_memory_bytes
+                                            if method.extra_pass_flops else 0})
+        budget = {**budget_steps(int(training["steps"]), reference, method), "mode": training["budget"]}
+    log.info("run %s: %d steps per task (%s budget of %d full fine-tuning steps)", job.wildcards.run, budget["steps"],
+             budget["mode"], budget["reference_steps"])
+    io.write_json(job.output[0], budget)
+
+
+def merge_task(job: Job, plan: Plan, log: logging.Logger) -> None:
+    from fomoflux.merge import merge_checkpoints
+    from fomoflux.methods.merging import merge_weights
+
+    spec = dict(job.params.merge)
+    checkpoints = list(job.input.checkpoints)
+    weights = merge_weights(spec, len(checkpoints))
+    started = time.perf_counter()
+    state = merge_checkpoints(
+        job.input.base, checkpoints, weights, operator=spec["operator"], options=spec["operator_options"],
+        lines=spec["lines"], seed=spec["seed"],
+    )
+    log.info("%s merge (%s) of %d checkpoints, weights %s, in %.1f s", spec["kind"], spec["operator"],
+             len(checkpoints), [round(w, 4) for w in weights], time.perf_counter() - started)
+    io.write_safetensors(job.output[0], state, metadata={"arch": plan.model.arch, "run": job.wildcards.run,
+                                                         "task": str(int(job.wildcards.task)), "merge": spec["kind"]})
 
 
 # ---- evaluation --------------------------------------------------------------------------------------------
@@ -303,3 +370,43 @@ def plot_heatmap(job: Job, plan: Plan, log: logging.Logger) -> None:
 
     matrix = pl.read_parquet(job.input[0])
     plot(matrix, job.wildcards.run, Path(job.output.png), Path(job.output.pdf))
+
+
+def plot_schedules(job: Job, plan: Plan, log: logging.Logger) -> None:
+    import polars as pl
+
+    from fomoflux.plots import plot_schedules as plot
+
+    schedules = job.params.schedules
+    summary = pl.concat([pl.read_parquet(p) for p in job.input.summaries], how="diagonal_relaxed")
+    final = (
+        summary.filter(pl.col("run").is_in([r for r, run in plan.runs.items() if run.updates_weights]))
+        .sort("task").group_by("run").last()
+        .with_columns(pl.col("run").replace_strict(schedules, return_dtype=pl.String).alias("schedule"))
+        .select("run", "schedule", "A_KA", "A_ZS")
+    )
+    curves = []
+    for path in job.input.logs:
+        # .../runs/<run>/task<NNN>/train_log.parquet
+        folder = Path(path).parent
+        run, task = folder.parent.name, int(folder.name.removeprefix("task"))
+        frame = pl.read_parquet(path).select("step", "lr")
+        curves.append(frame.with_columns(pl.lit(run).alias("run"), pl.lit(schedules[run]).alias("schedule"),
+                                         pl.lit(task).alias("task")))
+    lr_curves = pl.concat(curves).select("run", "schedule", "task", "step", "lr")
+    plot(final, lr_curves, Path(job.output.png), Path(job.output.pdf))
+
+
+def plot_budgets(job: Job, plan: Plan, log: logging.Logger) -> None:
+    import polars as pl
+
+    from fomoflux.plots import plot_budgets as plot
+
+    rows = []
+    for path in job.input:
+        run = Path(path).parent.name
+        budget = io.read_json(path)
+        rows.append({"run": run, "method": job.params.methods[run], "steps": budget["steps"],
+                     "reference_steps": budget["reference_steps"], "flops_ratio": budget.get("flops_ratio", 1.0),
+                     "memory_ratio": budget.get("memory_ratio", 1.0)})
+    plot(pl.DataFrame(rows), Path(job.output.png), Path(job.output.pdf))

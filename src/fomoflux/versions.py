@@ -8,6 +8,8 @@ that leave results bit-identical do not bump, so a cluster's finished updates st
 
 DATA = 1  # dataset generation, import and sharding
 MODEL = 1  # base-model pretraining
-TRAIN = 1  # the task update: loop, mixture, methods, schedules
+TRAIN = 2  # the task update: loop, mixture, methods, schedules
 EVAL = 1  # zero-shot evaluation and retrieval
 REPORT = 1  # metric aggregation (A_KA, A_ZS, GM)
+BUDGET = 1  # step profiling (FLOPs, memory) and budgets
+MERGE = 1  # merge operators over saved checkpoints

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from conftest import kill_group, make_project
 pytestmark = pytest.mark.slow
 
 TRAINING_RULES = {"train_task", "pretrain_base"}
+TRAINED_RUNS = ("finetune", "ema_merge", "lora", "offline_merge")
 
 
 def rules(jobs):
@@ -25,13 +27,22 @@ def rules(jobs):
 def test_full_run_writes_every_artifact(finished):
     cfg = finished.read_config()
     tasks = 2  # config/test.yaml: 22 classes, 11 per task
-    for run in ("finetune", "ema_merge"):
+    budgets = {run: json.loads(finished.path("runs", run, "budget.json").read_text()) for run in TRAINED_RUNS}
+    # Equal Memory-Adjusted FLOPs: merges cost what fine-tuning costs; LoRA's steps are cheaper, so it gets more.
+    assert budgets["finetune"]["steps"] == budgets["ema_merge"]["steps"] == cfg["training"]["steps"]
+    assert budgets["lora"]["steps"] > cfg["training"]["steps"]
+    for run in TRAINED_RUNS:
         for t in range(1, tasks + 1):
             folder = finished.path("runs", run, f"task{t:03d}")
             assert (folder / "model.safetensors").stat().st_size > 0
             log = pl.read_parquet(folder / "train_log.parquet")
-            assert log.height == cfg["training"]["steps"] and {"step", "lr", "loss"} <= set(log.columns)
+            assert log.height == budgets[run]["steps"] and {"step", "lr", "loss"} <= set(log.columns)
             assert finished.path("runs", run, "eval", f"task{t:03d}.parquet").exists()
+    # Merging runs deploy their merges: EMA-merge's sequential chain, the offline merge of independent experts.
+    for t in range(1, tasks + 1):
+        assert finished.path("runs", "ema_merge", f"task{t:03d}", "merge_sequential.safetensors").exists()
+        assert finished.path("runs", "offline_merge", f"task{t:03d}", "merge_oneshot.safetensors").exists()
+    assert finished.path("runs", "lora", "task002", "method_state.safetensors").stat().st_size > 1000
     assert not finished.path("runs", "zeroshot", "task001").exists(), "the zero-shot reference trains nothing"
     for ext in ("png", "pdf"):
         assert finished.path("figures", f"trajectories.{ext}").stat().st_size > 1000
@@ -43,7 +54,7 @@ def test_full_run_writes_every_artifact(finished):
 def test_results_are_queryable_in_duckdb(finished):
     con = duckdb.connect(str(finished.path("fomoflux.duckdb")), read_only=True)
     final = dict(con.execute("SELECT run, A_ZS FROM final ORDER BY run").fetchall())
-    assert set(final) == {"finetune", "ema_merge", "zeroshot"}
+    assert set(final) == {*TRAINED_RUNS, "zeroshot"}
     start = con.execute("SELECT DISTINCT A_KA, A_ZS FROM summary WHERE task = 0").fetchall()
     assert len(start) == 1, "every run starts at the same zero-shot point"
     tasks = con.execute("SELECT run, max(task) FROM summary GROUP BY run").fetchall()
@@ -97,17 +108,35 @@ def test_adding_an_evaluation_dataset_reruns_evaluations_not_training(fresh_copy
     fresh_copy.edit_config(add_colors)
     planned = rules(fresh_copy.planned_jobs())
     assert not TRAINING_RULES & set(planned), planned
-    assert planned["shard_dataset"] == 1 and planned["evaluate_task"] == 4 and planned["evaluate_base"] == 1
+    assert planned["shard_dataset"] == 1 and planned["evaluate_base"] == 1
+    assert planned["evaluate_task"] == 2 * len(TRAINED_RUNS)
 
 
 def test_method_hyperparameter_reruns_only_that_runs_chain(fresh_copy):
-    fresh_copy.edit_config(lambda c: c["runs"]["ema_merge"].setdefault("method_options", {}).update(weight=0.25))
+    fresh_copy.edit_config(lambda c: c["runs"]["lora"].setdefault("method_options", {}).update(rank=3))
     jobs = fresh_copy.planned_jobs()
     trained = [wc for rule, wc in jobs if rule == "train_task"]
-    assert sorted(wc["task"] for wc in trained) == ["001", "002"]
-    assert {wc["run"] for wc in trained} == {"ema_merge"}
-    assert {wc["run"] for rule, wc in jobs if rule == "evaluate_task"} == {"ema_merge"}
+    assert sorted((wc["run"], wc["task"]) for wc in trained) == [("lora", "001"), ("lora", "002")]
+    assert {wc["run"] for rule, wc in jobs if rule == "evaluate_task"} == {"lora"}
     assert "pretrain_base" not in rules(jobs)
+
+
+def test_a_merge_setting_reruns_merges_not_training(fresh_copy):
+    # EMA-merge trains task 2 from the merge after task 1, so its weight reaches task 2's training (only that).
+    fresh_copy.edit_config(lambda c: c["runs"]["ema_merge"].setdefault("method_options", {}).update(weight=0.25))
+    jobs = fresh_copy.planned_jobs()
+    assert sorted((wc["run"], wc["task"]) for rule, wc in jobs if rule == "train_task") == [("ema_merge", "002")]
+    assert sorted(wc["task"] for rule, wc in jobs if rule == "merge_task") == ["001", "002"]
+    # The offline merge's experts never see the merge: another weighting and operator retrain nothing.
+    fresh_copy.edit_config(lambda c: c["runs"]["ema_merge"]["method_options"].update(weight=0.5))
+    fresh_copy.edit_config(lambda c: c["runs"]["offline_merge"].setdefault("method_options", {}).update(
+        weighting="linear", operator="ties", operator_options={"density": 0.5}))
+    jobs = fresh_copy.planned_jobs()
+    assert not [wc for rule, wc in jobs if rule == "train_task"]
+    assert {(wc["run"], wc["kind"]) for rule, wc in jobs if rule == "merge_task"} == {("offline_merge", "oneshot")}
+    fresh_copy.snakemake()
+    con = duckdb.connect(str(fresh_copy.path("fomoflux.duckdb")), read_only=True)
+    assert con.execute("SELECT count(*) FROM summary WHERE run = 'offline_merge'").fetchone()[0] == 3
 
 
 def test_a_growing_stream_runs_only_the_new_tasks(fresh_copy):
@@ -123,7 +152,7 @@ def test_a_growing_stream_runs_only_the_new_tasks(fresh_copy):
 
     fresh_copy.edit_config(grow)
     trained = [wc for rule, wc in fresh_copy.planned_jobs() if rule == "train_task"]
-    assert sorted((wc["run"], wc["task"]) for wc in trained) == [("ema_merge", "003"), ("finetune", "003")]
+    assert sorted((wc["run"], wc["task"]) for wc in trained) == [(run, "003") for run in sorted(TRAINED_RUNS)]
     fresh_copy.snakemake()
     for run, blobs in before.items():
         for t, blob in zip((1, 2), blobs):

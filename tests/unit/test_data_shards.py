@@ -19,7 +19,14 @@ import pytest
 from fomoflux.data.catalog import build_catalog, select_rows
 from fomoflux.data.loading import load_samples
 from fomoflux.data.mini import generate_split, mini_registry
-from fomoflux.data.shards import MANIFEST_NAME, MANIFEST_SCHEMA, RawSample, build_dataset, read_manifest, write_dataset
+from fomoflux.data.shards import (
+    MANIFEST_NAME,
+    MANIFEST_SCHEMA,
+    RawSample,
+    build_dataset,
+    read_manifest,
+    write_dataset,
+)
 from fomoflux.errors import ConfigError, DataError
 
 REGISTRY = mini_registry()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 import torch
+from toy import MICRO, random_set, state, states_equal
 
-from fomoflux.data.sampleset import SampleSet
 from fomoflux.errors import CheckpointError, ConfigError
 from fomoflux.methods import (
     Method,
@@ -20,25 +20,6 @@ from fomoflux.methods import (
 from fomoflux.model import create_model, save_checkpoint
 from fomoflux.train import LOG_SCHEMA, TaskUpdateConfig, run_task_update
 
-MICRO = "fomo-micro-vit"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The caller owns torch's thread count; these tests use one (fast and steady on a shared 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def random_set(n: int, seed: int, tag: str) -> SampleSet:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
-    captions = [(f"{tag} sample {i}", f"{tag} item {i}") for i in range(n)]
-    return SampleSet(images, captions, torch.arange(n), [f"{tag}/train/{i}" for i in range(n)])
-
-
 SOURCES = {"pretrain": random_set(32, 0, "pool"), "update": random_set(16, 1, "upd"), "buffer": random_set(16, 2, "buf")}
 
 
@@ -46,14 +27,6 @@ def cfg(**kw) -> TaskUpdateConfig:
     base = dict(steps=3, batch_size=16, lr=1e-3, task_index=1, seed=0, progress=False)
     base.update(kw)
     return TaskUpdateConfig(**base)
-
-
-def state(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def states_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_registry():
@@ -67,7 +40,12 @@ def test_registry():
     with pytest.raises(ConfigError, match="weight"):
         get_method("ema_merge", {"weight": "half"})
     assert get_method("ema_merge", {"weight": 1}).weight == 1.0
-    assert get_method("ema_merge").config() == {"name": "ema_merge", "weight": 0.5}
+    assert get_method("ema_merge").config() == {"name": "ema_merge", "weight": 0.5, "operator": "interpolation",
+                                                "operator_options": {}, "lines": None}
+    with pytest.raises(ConfigError, match="'offline_merge'.*'nope'"):
+        get_method("offline_merge", {"operator": "nope"})
+    with pytest.raises(ConfigError, match="'time_merge'.*init 'later'"):
+        get_method("time_merge", {"init": "later"})
 
 
 def test_finetune_changes_all_weights():
@@ -92,21 +70,49 @@ def test_zeroshot_does_nothing():
 
 
 def test_ema_merge_closed_form():
+    """EMA-merge trains like fine-tuning from m_{t-1}; its merge job then gives (1 - w)·m_{t-1} + w·θ_t."""
+    from fomoflux.merge import merge_state_dicts
+    from fomoflux.methods.merging import merge_weights
+
+    theta0 = state(create_model(MICRO, seed=1)[0])
     m_prev, tok = create_model(MICRO, seed=0)
     start = state(m_prev)
-    # θ_t: what fine-tuning from m_{t-1} reaches (the loop is deterministic, so a plain finetune run reproduces it)
     theta, _ = create_model(MICRO, seed=0)
     run_task_update(theta, tok, get_method("finetune"), SOURCES, cfg())
-    theta_t = state(theta)
-    merged, _ = create_model(MICRO, seed=0)
-    w = 0.3
-    run_task_update(merged, tok, get_method("ema_merge", {"weight": w}), SOURCES, cfg())
-    out = merged.state_dict()
+    method = get_method("ema_merge", {"weight": 0.3})
+    trained, _ = create_model(MICRO, seed=0)
+    run_task_update(trained, tok, method, SOURCES, cfg())
+    assert states_equal(state(trained), state(theta)), "the update itself is plain fine-tuning"
+
+    assert (method.init_from, method.deploy_from, method.merge_kinds()) == ("sequential", "sequential", ["sequential"])
+    spec = method.merge_spec("sequential")
+    weights = merge_weights(spec, 2)
+    assert weights == pytest.approx([0.7, 0.3])
+    merged = merge_state_dicts(theta0, [start, state(theta)], weights, operator=spec["operator"])
     for key in start:
-        expected = (1 - w) * start[key] + w * theta_t[key]
-        torch.testing.assert_close(out[key], expected, rtol=0, atol=1e-7, msg=key)
-    assert not torch.equal(out["logit_scale"], theta_t["logit_scale"])  # the temperature is merged too
-    assert not torch.equal(out["visual.conv1.weight"], start["visual.conv1.weight"])
+        if start[key].is_floating_point():
+            expected = 0.7 * start[key] + 0.3 * state(theta)[key]
+            torch.testing.assert_close(merged[key], expected, rtol=0, atol=2e-6, msg=key)
+    assert not torch.equal(merged["logit_scale"], state(theta)["logit_scale"])  # the temperature is merged too
+
+
+def test_merging_presets_describe_their_dag():
+    expected = {
+        "zs_merge": ("base", "sequential"),
+        "ft_merge": ("anchored", "anchored"),
+        "offline_merge": ("base", "oneshot"),
+        "ema_merge": ("sequential", "sequential"),
+    }
+    for name, (init, deploy) in expected.items():
+        method = get_method(name)
+        assert (method.init_from, method.deploy_from) == (init, deploy), name
+        # Training depends only on where it starts; merge settings reach it through the merged file.
+        assert method.training_options() == {"init": init}
+    time_grid = get_method("time_merge", {"init": "oneshot", "deploy": "latest", "weighting": "sqrt"})
+    assert time_grid.merge_kinds() == ["oneshot"]
+    assert time_grid.merge_spec("oneshot")["weighting"] == "sqrt"
+    with pytest.raises(ConfigError, match="no 'sequential' merge"):
+        time_grid.merge_spec("sequential")
 
 
 class Recorder(Method):
@@ -179,3 +185,17 @@ def test_task_context_base_state_is_lazy(tmp_path):
     assert states_equal(base, state(model)) and ctx.base_state_dict() is base
     with pytest.raises(CheckpointError, match="base_state"):
         TaskContext(task_index=0).base_state_dict()
+
+
+def test_offline_merge_explicit_weights():
+    from fomoflux.methods.merging import merge_weights
+
+    spec = get_method("offline_merge", {"weights": [1, 1, 2]}).merge_spec("oneshot")
+    assert merge_weights(spec, 2) == pytest.approx([0.5, 0.5])  # after task 2: the first two, normalised
+    assert merge_weights(spec, 3) == pytest.approx([0.25, 0.25, 0.5])
+    with pytest.raises(ConfigError, match="3 entries for a merge of 4"):
+        merge_weights(spec, 4)
+    with pytest.raises(ConfigError, match="'weights'"):
+        get_method("offline_merge", {"weights": [-1.0, 2.0]})
+    default = get_method("offline_merge", {"weighting": "linear"}).merge_spec("oneshot")
+    assert merge_weights(default, 3) == pytest.approx([1 / 6, 2 / 6, 3 / 6])

@@ -8,7 +8,14 @@ import duckdb
 import polars as pl
 import pytest
 
-from fomoflux.metrics import MATRIX_SCHEMA, SUMMARY_SCHEMA, matrix_from_evals, read_results_db, summarize, write_results_db
+from fomoflux.metrics import (
+    MATRIX_SCHEMA,
+    SUMMARY_SCHEMA,
+    matrix_from_evals,
+    read_results_db,
+    summarize,
+    write_results_db,
+)
 
 
 def _eval(values: dict[str, float]) -> pl.DataFrame:

@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 import torch
+from toy import MICRO, states_equal
 
 from fomoflux.errors import CheckpointError, ConfigError
 from fomoflux.model import (
@@ -19,21 +20,6 @@ from fomoflux.model import (
     register_architecture,
     save_checkpoint,
 )
-
-MICRO = "fomo-micro-vit"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The caller owns torch's thread count; these tests use one (fast and steady on a shared 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def states_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_project_architectures():

@@ -1,12 +1,14 @@
-"""Figures: valid, non-empty PNG and PDF files written atomically; clear errors on nothing to plot."""
+"""Figures: valid PNG and PDF files written atomically, the data they draw, clear errors on nothing to plot."""
 
 from __future__ import annotations
+
+import math
 
 import polars as pl
 import pytest
 
 from fomoflux.metrics import matrix_from_evals, summarize
-from fomoflux.plots import plot_heatmap, plot_trajectories
+from fomoflux.plots import plot_budgets, plot_heatmap, plot_schedules, plot_trajectories
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -74,4 +76,193 @@ def test_heatmap_errors(tmp_path):
         plot_heatmap(matrix, "nope", tmp_path / "h.png", tmp_path / "h.pdf")
     with pytest.raises(ValueError, match="empty"):
         plot_heatmap(matrix.clear(), "finetune", tmp_path / "h.png", tmp_path / "h.pdf")
+    assert not list(tmp_path.iterdir())
+
+
+# --- learning-rate schedules and compute budgets -----------------------------------------------------------------
+
+LR0, LR_MIN, STEPS = 1e-3, 1e-6, 40
+
+
+def _cosine_lr(step: int) -> float:
+    """FiF cosine of one task (BENCHMARK.md): linear warmup over W = 4 steps, then cosine to LR_MIN."""
+    warmup = 4
+    if step < warmup:
+        return LR0 * (step + 1) / warmup
+    progress = (step - warmup + 1) / (STEPS - warmup)
+    return LR_MIN + 0.5 * (1.0 + math.cos(math.pi * progress)) * (LR0 - LR_MIN)
+
+
+def _lr_curves(log_every: int = 1) -> pl.DataFrame:
+    """3 schedules × 2 tasks; the cosine schedule has two runs (seeds) whose logs differ, to see which one is drawn."""
+    shapes = {
+        "cosine": lambda task, step: _cosine_lr(step),
+        "constant": lambda task, step: LR0,
+        "rsqrt": lambda task, step: LR0 * math.sqrt(4.0 / ((task - 1) * STEPS + step + 4)),
+    }
+    runs = {"cos-b": "cosine", "cos-a": "cosine", "const": "constant", "rsq": "rsqrt"}
+    rows = []
+    for run, schedule in runs.items():
+        for task in (1, 2):
+            logged = sorted(set(range(0, STEPS, log_every)) | {STEPS - 1})  # the loop always logs the last step
+            for step in logged:
+                lr = shapes[schedule](task, step) * (0.5 if run == "cos-b" else 1.0)
+                rows.append({"run": run, "schedule": schedule, "task": task, "step": step, "lr": lr})
+    return pl.DataFrame(rows)
+
+
+FINAL = pl.DataFrame({
+    "run": ["cos-b", "cos-a", "const", "rsq"],
+    "schedule": ["cosine", "cosine", "constant", "rsqrt"],
+    "A_KA": [0.40, 0.46, 0.52, 0.44],
+    "A_ZS": [0.55, 0.51, 0.47, 0.57],
+})
+
+
+def _schedule_curve(fig, schedule: str):
+    (line,) = [ln for ln in fig.axes[0].lines if ln.get_label().startswith(f"{schedule} (")]
+    return line
+
+
+def test_schedules_png_pdf_and_reproducible_pdf(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        plot_schedules(FINAL, _lr_curves(), tmp_path / name / "s.png", tmp_path / name / "s.pdf", title="toy stream")
+        _check_files(tmp_path / name / "s.png", tmp_path / name / "s.pdf")
+    assert (tmp_path / "a" / "s.pdf").read_bytes() == (tmp_path / "b" / "s.pdf").read_bytes()
+    assert (tmp_path / "a" / "s.png").read_bytes() == (tmp_path / "b" / "s.png").read_bytes()
+
+
+def test_schedules_lr_panel(tmp_path):
+    fig = plot_schedules(FINAL, _lr_curves(), tmp_path / "s.png", tmp_path / "s.pdf")
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"  # 1e-3 down to 1e-6: three decades
+    cosine = _schedule_curve(fig, "cosine")
+    assert cosine.get_label() == "cosine (cos-a)"  # the first run by name, not the first row
+    xs, ys = cosine.get_data()
+    assert list(xs) == list(range(2 * STEPS))  # task 2 continues where task 1 ended
+    expected = [_cosine_lr(s) for s in range(STEPS)] * 2
+    assert ys == pytest.approx(expected, rel=1e-12)
+    assert ys[STEPS - 1] == pytest.approx(LR_MIN) and ys[STEPS] == pytest.approx(LR0 / 4)  # restart at task 2
+    rsqrt_y = _schedule_curve(fig, "rsqrt").get_data()[1]
+    assert rsqrt_y[-1] == pytest.approx(LR0 * math.sqrt(4.0 / (2 * STEPS + 3)))
+    boundaries = [ln.get_xdata()[0] for ln in ax.lines if ln.get_label().startswith("_")]
+    assert boundaries == [STEPS - 0.5]  # one task boundary, shared by the three runs
+    assert len([ln for ln in ax.lines if not ln.get_label().startswith("_")]) == 3
+
+
+def test_schedules_sparse_logs_keep_the_true_step(tmp_path):
+    # logged every 7th step (+ the last): x is the step's global index, not the row's
+    fig = plot_schedules(FINAL, _lr_curves(log_every=7), tmp_path / "s.png", tmp_path / "s.pdf")
+    xs = list(_schedule_curve(fig, "constant").get_xdata())
+    per_task = [0, 7, 14, 21, 28, 35, 39]
+    assert xs == per_task + [STEPS + s for s in per_task]
+
+
+def test_schedules_score_panel(tmp_path):
+    fig = plot_schedules(FINAL, _lr_curves(), tmp_path / "s.png", tmp_path / "s.pdf")
+    ax = fig.axes[1]
+    points = {}
+    for container in ax.containers:
+        marker_line, _, bar_lines = container.lines
+        points[marker_line.get_color()] = (marker_line.get_xydata()[0], bar_lines)
+    cosine_colour = _schedule_curve(fig, "cosine").get_color()
+    (x, y), bars = points[cosine_colour]
+    assert (x, y) == pytest.approx((43.0, 53.0))  # mean of (40, 46) and (55, 51), in %
+    (x_bar,), (y_bar,) = (b.get_segments() for b in bars)  # xerr first, then yerr
+    assert x_bar.ravel().tolist() == pytest.approx([40.0, 53.0, 46.0, 53.0])  # min–max
+    assert y_bar.ravel().tolist() == pytest.approx([43.0, 51.0, 43.0, 55.0])
+    (x, y), bars = points[_schedule_curve(fig, "constant").get_color()]
+    assert (x, y) == pytest.approx((52.0, 47.0)) and not bars  # a single run: no error bars
+    labels = sorted(t.get_text() for t in ax.texts)
+    assert labels == ["constant", "cosine (n=2)", "rsqrt"]
+
+
+def test_schedules_axis_scales(tmp_path):
+    flat = _lr_curves().filter(pl.col("schedule") == "constant")
+    fig = plot_schedules(FINAL, flat, tmp_path / "s.png", tmp_path / "s.pdf")
+    assert fig.axes[0].get_yscale() == "linear" and fig.axes[0].get_ylim()[0] == 0.0
+    # a cooldown to lr 0 on a wide span: symlog keeps the lr-0 step visible
+    cooled = _lr_curves().with_columns(
+        pl.when((pl.col("run") == "rsq") & (pl.col("task") == 2) & (pl.col("step") == STEPS - 1))
+        .then(0.0).otherwise(pl.col("lr")).alias("lr")
+    )
+    fig = plot_schedules(FINAL, cooled, tmp_path / "s.png", tmp_path / "s.pdf")
+    assert fig.axes[0].get_yscale() == "symlog"
+    assert fig.axes[0].yaxis.get_transform().linthresh == pytest.approx(LR_MIN)  # cos-b's 0.5·LR_MIN is not drawn
+
+
+def test_schedules_errors(tmp_path):
+    png, pdf = tmp_path / "s.png", tmp_path / "s.pdf"
+    with pytest.raises(ValueError, match=r"final.*missing columns \['A_ZS'\]"):
+        plot_schedules(FINAL.drop("A_ZS"), _lr_curves(), png, pdf)
+    with pytest.raises(ValueError, match=r"lr_curves.*missing columns \['lr'\]"):
+        plot_schedules(FINAL, _lr_curves().drop("lr"), png, pdf)
+    with pytest.raises(ValueError, match="final-scores frame is empty"):
+        plot_schedules(FINAL.clear(), _lr_curves(), png, pdf)
+    with pytest.raises(ValueError, match="lr-curves frame is empty"):
+        plot_schedules(FINAL, _lr_curves().clear(), png, pdf)
+    with pytest.raises(ValueError, match="A_KA must be fractions"):
+        plot_schedules(FINAL.with_columns(pl.col("A_KA") * 100), _lr_curves(), png, pdf)
+    doubled = pl.concat([_lr_curves(), _lr_curves().head(1)])
+    with pytest.raises(ValueError, match="'cos-b' logs step 0 of task 1 more than once"):
+        plot_schedules(FINAL, doubled, png, pdf)
+    assert not list(tmp_path.iterdir())
+
+
+BUDGETS = pl.DataFrame({
+    "run": ["ft", "lora-s1", "lora-s0", "ewc"],
+    "method": ["finetune", "lora", "lora", "ewc"],
+    "steps": [1000, 2400, 2400, 7],
+    "reference_steps": [1000, 1000, 1000, 1000],
+    "flops_ratio": [1.0, 0.62, 0.62, 1.0],
+    "memory_ratio": [1.0, 0.675, 0.675, 1.3],
+})
+
+
+def test_budgets_png_pdf_and_reproducible_pdf(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        plot_budgets(BUDGETS, tmp_path / name / "b.png", tmp_path / name / "b.pdf", title="toy budgets")
+        _check_files(tmp_path / name / "b.png", tmp_path / name / "b.pdf")
+    assert (tmp_path / "a" / "b.pdf").read_bytes() == (tmp_path / "b" / "b.pdf").read_bytes()
+    assert (tmp_path / "a" / "b.png").read_bytes() == (tmp_path / "b" / "b.png").read_bytes()
+
+
+def test_budgets_bars_reference_and_notes(tmp_path):
+    fig = plot_budgets(BUDGETS, tmp_path / "b.png", tmp_path / "b.pdf")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"  # 7 to 2400 steps
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["ewc (ewc)", "ft (finetune)", "lora-s1 (lora)", "lora-s0 (lora)"]  # bottom to top
+    bars = ax.patches
+    assert [b.get_x() + b.get_width() for b in bars] == pytest.approx([7, 1000, 2400, 2400])
+    assert len({b.get_x() for b in bars}) == 1 and 0 < bars[0].get_x() <= 7  # a log axis starts above 0
+    assert bars[2].get_facecolor() == bars[3].get_facecolor() != bars[1].get_facecolor()  # colour by method
+    (reference,) = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert list(reference.get_xdata()) == [1000, 1000]
+    notes = [t.get_text() for t in ax.texts]
+    assert "full fine-tuning" in notes
+    assert "7 steps · FLOPs ×1.00 · mem ×1.30" in notes
+    assert notes.count("2400 steps · FLOPs ×0.62 · mem ×0.68") == 2  # 0.675 rounds half to even
+
+
+def test_budgets_linear_axis(tmp_path):
+    close = BUDGETS.with_columns(pl.Series("steps", [1000, 1500, 1500, 600]))
+    fig = plot_budgets(close, tmp_path / "b.png", tmp_path / "b.pdf")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "linear" and ax.get_xlim()[0] == 0.0
+    assert [b.get_width() for b in ax.patches] == [600, 1000, 1500, 1500]
+
+
+def test_budgets_errors(tmp_path):
+    png, pdf = tmp_path / "b.png", tmp_path / "b.pdf"
+    with pytest.raises(ValueError, match=r"missing columns \['memory_ratio'\]"):
+        plot_budgets(BUDGETS.drop("memory_ratio"), png, pdf)
+    with pytest.raises(ValueError, match="budgets frame is empty"):
+        plot_budgets(BUDGETS.clear(), png, pdf)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        plot_budgets(BUDGETS.with_columns(pl.lit(0).alias("steps")), png, pdf)
+    with pytest.raises(ValueError, match="flops_ratio must be finite and > 0"):
+        plot_budgets(BUDGETS.with_columns(pl.lit(float("nan")).alias("flops_ratio")), png, pdf)
     assert not list(tmp_path.iterdir())

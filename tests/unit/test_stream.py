@@ -1,6 +1,6 @@
 import json
-import re
 import pathlib
+import re
 
 import pytest
 

@@ -7,8 +7,8 @@ import math
 import polars as pl
 import pytest
 import torch
+from toy import MICRO, PAPER_MIXTURE, learnable_set, random_set, state, states_equal
 
-from fomoflux.data.sampleset import SampleSet
 from fomoflux.errors import ConfigError
 from fomoflux.methods import get_method
 from fomoflux.model import create_model
@@ -23,45 +23,6 @@ from fomoflux.train import (
     source_batch_sizes,
     warmup_steps,
 )
-
-MICRO = "fomo-micro-vit"
-PAPER = {"pretrain": 0.33, "update": 0.34, "buffer": 0.33}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The caller owns torch's thread count; these tests use one (fast and steady on a shared 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def random_set(n: int, seed: int, tag: str, size: int = 32, captions_per_sample: int = 2) -> SampleSet:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
-    captions = [tuple(f"{tag} sample {i} caption {j}" for j in range(captions_per_sample)) for i in range(n)]
-    return SampleSet(images, captions, torch.arange(n), [f"{tag}/train/{i}" for i in range(n)])
-
-
-def learnable_set(n: int, seed: int) -> SampleSet:
-    """8 classes, each a corner of the RGB cube (+ noise) with its own captions: a contrastive model can match them."""
-    g = torch.Generator().manual_seed(seed)
-    names = ["black", "blue", "green", "cyan", "red", "magenta", "yellow", "white"]
-    palette = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)]) * 200 + 28
-    labels = torch.arange(n) % 8
-    noise = torch.randn(n, 3, 32, 32, generator=g) * 20
-    images = (palette[labels].view(n, 3, 1, 1) + noise).clamp(0, 255).to(torch.uint8)
-    captions = [(f"a photo of something {names[c]}", f"a {names[c]} picture") for c in labels.tolist()]
-    return SampleSet(images, captions, labels, [f"toy/train/{i}" for i in range(n)])
-
-
-def state(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def states_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 # -- schedules ------------------------------------------------------------------------------------------------------
@@ -101,20 +62,20 @@ def test_schedule_registry():
 
 # -- mixture --------------------------------------------------------------------------------------------------------
 def test_mixture_paper_numbers():
-    assert source_batch_sizes(512, PAPER, task_index=3) == {"pretrain": 169, "update": 175, "buffer": 168}
-    assert source_batch_sizes(512, PAPER, task_index=0) == {"pretrain": 253, "update": 259, "buffer": 0}
+    assert source_batch_sizes(512, PAPER_MIXTURE, task_index=3) == {"pretrain": 169, "update": 175, "buffer": 168}
+    assert source_batch_sizes(512, PAPER_MIXTURE, task_index=0) == {"pretrain": 253, "update": 259, "buffer": 0}
     assert source_batch_sizes(512, {"update": 1.0}, task_index=5) == {"pretrain": 0, "update": 512, "buffer": 0}
     assert source_batch_sizes(512, {"pretrain": 0.33, "update": 0.67}, 0) == {"pretrain": 169, "update": 343, "buffer": 0}
 
 
 def test_mixture_missing_sources_are_redistributed():
     # a pool that is absent at task 2: its 169 go half/half (odd one in source order) to update and buffer
-    assert source_batch_sizes(512, PAPER, 2, available=["update", "buffer"]) == {"pretrain": 0, "update": 260, "buffer": 252}
+    assert source_batch_sizes(512, PAPER_MIXTURE, 2, available=["update", "buffer"]) == {"pretrain": 0, "update": 260, "buffer": 252}
     # buffer-only replay at task 0: the buffer share goes to the only other source with a ratio > 0
     assert source_batch_sizes(100, {"update": 0.5, "buffer": 0.5}, 0) == {"pretrain": 0, "update": 100, "buffer": 0}
     for batch in (1, 2, 3, 7, 64, 255, 256, 511, 512, 1000):
         for task in (0, 1):
-            counts = source_batch_sizes(batch, PAPER, task)
+            counts = source_batch_sizes(batch, PAPER_MIXTURE, task)
             assert sum(counts.values()) == batch
     with pytest.raises(ConfigError, match="has samples"):
         source_batch_sizes(64, {"buffer": 1.0}, 0, available=[])
@@ -135,7 +96,7 @@ def test_mixture_validation():
 def test_batches_are_a_function_of_the_step():
     _, tokenizer = create_model(MICRO, seed=0)
     sources = {"pretrain": random_set(50, 0, "pool"), "update": random_set(20, 1, "upd"), "buffer": random_set(30, 2, "buf")}
-    batches = TaskBatches(sources, tokenizer, 64, PAPER, task_index=2, seed=0)
+    batches = TaskBatches(sources, tokenizer, 64, PAPER_MIXTURE, task_index=2, seed=0)
     assert batches.counts == {"pretrain": 22, "update": 21, "buffer": 21}
     a5, a3 = batches.draw(5), batches.draw(3)
     b3, b5 = batches.draw(3), batches.draw(5)
@@ -148,7 +109,7 @@ def test_batches_are_a_function_of_the_step():
     drawn = [lookup[tuple(t.tolist())] for t in tokens]
     assert all(c.startswith("pool") for c in drawn[:22]) and all(c.startswith("upd") for c in drawn[22:43])
     assert all(c.startswith("buf") for c in drawn[43:])
-    other_seed = TaskBatches(sources, tokenizer, 64, PAPER, task_index=2, seed=1).draw(5)
+    other_seed = TaskBatches(sources, tokenizer, 64, PAPER_MIXTURE, task_index=2, seed=1).draw(5)
     assert not torch.equal(other_seed[0], images)
 
 

@@ -31,12 +31,17 @@ BASE_CHECKPOINT = f"{RESULTS}/models/{{model}}/base.safetensors"
 BASE_LOG = f"{RESULTS}/models/{{model}}/pretrain_log.parquet"
 BASE_EVAL = f"{RESULTS}/models/{{model}}/eval.parquet"
 TASK_DIR = f"{RESULTS}/runs/{{run}}/task{{task}}"
+TASK_MERGE = f"{TASK_DIR}/merge_{{kind}}.safetensors"
+PROFILE = f"{RESULTS}/profiles/{{model}}/{{profile}}.json"
+RUN_BUDGET = f"{RESULTS}/runs/{{run}}/budget.json"
 TASK_EVAL = f"{RESULTS}/runs/{{run}}/eval/task{{task}}.parquet"
 RUN_METRICS = f"{RESULTS}/runs/{{run}}/metrics.parquet"
 RUN_SUMMARY = f"{RESULTS}/runs/{{run}}/summary.parquet"
 RESULTS_DB = f"{RESULTS}/fomoflux.duckdb"
 FIGURE_TRAJECTORIES = f"{RESULTS}/figures/trajectories.{{ext}}"
 FIGURE_HEATMAP = f"{RESULTS}/figures/heatmap_{{run}}.{{ext}}"
+FIGURE_SCHEDULES = f"{RESULTS}/figures/schedules.{{ext}}"
+FIGURE_BUDGETS = f"{RESULTS}/figures/budgets.{{ext}}"
 FIGURE_EXTS = ["png", "pdf"]
 
 
@@ -47,6 +52,8 @@ wildcard_constraints:
     run=r"[A-Za-z0-9_.-]+",
     task=r"\d{3}",
     ext=r"png|pdf",
+    kind=r"sequential|oneshot|anchored",
+    profile=r"[A-Za-z0-9_.-]+",
 
 
 def task_name(task):
@@ -61,7 +68,13 @@ def all_targets():
         RESULTS_DB,
         expand(FIGURE_TRAJECTORIES, ext=FIGURE_EXTS),
         expand(FIGURE_HEATMAP, run=runs, ext=FIGURE_EXTS),
+        expand(FIGURE_SCHEDULES, ext=FIGURE_EXTS) if trained_runs() else [],
+        expand(FIGURE_BUDGETS, ext=FIGURE_EXTS) if trained_runs() else [],
     ]
+
+
+def trained_runs():
+    return [name for name, run in PLAN.runs.items() if run.updates_weights]
 
 
 # ---- data --------------------------------------------------------------------------------------------------
@@ -116,13 +129,86 @@ def task_spec(wildcards):
     return run.task_spec(PLAN.streams[run.stream], int(wildcards.task))
 
 
+def task_checkpoint(run, task):
+    return f"{TASK_DIR.format(run=run, task=task_name(task))}/model.safetensors"
+
+
+def merge_checkpoint(run, task, kind):
+    """The merge of `kind` after `task`; before the first task every merge is θ0."""
+    if int(task) == 0:
+        return base_checkpoint()
+    return TASK_MERGE.format(run=run, task=task_name(task), kind=kind)
+
+
+def deployed_checkpoint(run, task):
+    """What is evaluated after `task`: the trained weights, or the run's deploy merge of them."""
+    deploy = PLAN.runs[run].deploy_from
+    if deploy == "latest":
+        return task_checkpoint(run, task)
+    return merge_checkpoint(run, task, deploy)
+
+
 def previous_task(wildcards):
-    """Task t starts from task t-1's checkpoint; task 1 from the base model."""
+    """Where task t starts (the method's init: task t-1's weights, θ0, or a merge after task t-1), and the method
+    state of task t-1 for methods that keep one. Task 1 starts from the base model."""
+    run = PLAN.runs[wildcards.run]
     previous = int(wildcards.task) - 1
-    if previous == 0:
-        return {"checkpoint": base_checkpoint()}
-    folder = TASK_DIR.format(run=wildcards.run, task=task_name(previous))
-    return {"checkpoint": f"{folder}/model.safetensors", "state": f"{folder}/method_state.safetensors"}
+    init = run.init_from
+    if previous == 0 or init == "base":
+        inputs = {"checkpoint": base_checkpoint()}
+    elif init == "latest":
+        inputs = {"checkpoint": task_checkpoint(wildcards.run, previous)}
+    else:
+        inputs = {"checkpoint": merge_checkpoint(wildcards.run, previous, init)}
+    if previous > 0 and run.keeps_state:
+        folder = TASK_DIR.format(run=wildcards.run, task=task_name(previous))
+        inputs["state"] = f"{folder}/method_state.safetensors"
+    return inputs
+
+
+def run_budget(wildcards):
+    return RUN_BUDGET.format(run=wildcards.run)
+
+
+def profile_path(key):
+    return PROFILE.format(model=PLAN.model.name, profile=key)
+
+
+def budget_profiles(wildcards):
+    """The two step profiles a run's budget compares: full fine-tuning's and the run's method's."""
+    run = PLAN.runs[wildcards.run]
+    if run.training["budget"] == "fixed":
+        return {}
+    reference = PLAN.reference_profile_key(run.name)
+    return {"reference": profile_path(reference), "method": profile_path(run.profile_key())}
+
+
+def profile_spec(wildcards):
+    """The method, options and batch a profile measures (the plan knows each key its runs use)."""
+    return dict(PLAN.profiles[wildcards.profile], memory=PLAN.budget["memory"],
+                extra_pass_samples=PLAN.budget["extra_pass_samples"], version=versions.BUDGET)
+
+
+def merge_inputs(wildcards):
+    """A merge after task t: sequential [m_{t-1}, θ_t], anchored [θ0, θ_t], oneshot [θ0?, θ_1..θ_t]."""
+    run = PLAN.runs[wildcards.run]
+    task = int(wildcards.task)
+    spec = run.merges[wildcards.kind]
+    current = task_checkpoint(wildcards.run, task)
+    if wildcards.kind == "sequential":
+        checkpoints = [merge_checkpoint(wildcards.run, task - 1, "sequential"), current]
+    elif wildcards.kind == "anchored":
+        checkpoints = [base_checkpoint(), current]
+    else:
+        checkpoints = [task_checkpoint(wildcards.run, t) for t in range(1, task + 1)]
+        if spec.get("include_base"):
+            checkpoints.insert(0, base_checkpoint())
+    return {"base": base_checkpoint(), "checkpoints": checkpoints}
+
+
+def merge_params(wildcards):
+    return dict(PLAN.runs[wildcards.run].merges[wildcards.kind], seed=PLAN.runs[wildcards.run].seed,
+                version=versions.MERGE)
 
 
 def training_data(wildcards):
@@ -136,7 +222,7 @@ def training_data(wildcards):
     names = stream.datasets_until(int(wildcards.task))
     if run.training["mixture"]["pretrain"] > 0:
         names.append(PLAN.pool_dataset)
-    return {"datasets": [dataset_dir(n) for n in names], "base": base_checkpoint()}
+    return {"datasets": [dataset_dir(n) for n in names], "base": base_checkpoint(), "budget": run_budget(wildcards)}
 
 
 def run_task_dirs(run):
@@ -173,3 +259,12 @@ def run_evals(wildcards):
 def run_outputs(kind):
     template = {"metrics": RUN_METRICS, "summary": RUN_SUMMARY}[kind]
     return [template.format(run=r) for r in PLAN.runs]
+
+
+def trained_task_logs(wildcards):
+    """The training logs of every task of every run that trains (the lr each step used)."""
+    return [f"{folder}/train_log.parquet" for run in trained_runs() for folder in run_task_dirs(run)]
+
+
+def budgeted_runs(wildcards):
+    return [RUN_BUDGET.format(run=run) for run in trained_runs()]

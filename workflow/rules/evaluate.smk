@@ -1,5 +1,6 @@
 # One job per (run, checkpoint): zero-shot top-1 on classification sets, R@1/R@5 on retrieval sets.
-# Full test sets for the base model and the last task; the fixed seeded subsets in between.
+# Full test sets for the base model and the last task; the fixed seeded subsets in between. A task's checkpoint is
+# the one its run deploys: the trained weights, or their merge (rule merge_task).
 
 
 rule evaluate_base:
@@ -27,7 +28,7 @@ rule evaluate_base:
 rule evaluate_task:
     input:
         unpack(eval_inputs),
-        checkpoint=f"{TASK_DIR}/model.safetensors",
+        checkpoint=lambda wc: deployed_checkpoint(wc.run, wc.task),
         model_config=model_config_input(),
     output:
         TASK_EVAL,

@@ -61,3 +61,36 @@ rule plot_heatmap:
         CONDA_ENV
     script:
         "../scripts/plot_heatmap.py"
+
+
+rule plot_schedules:
+    input:
+        summaries=run_outputs("summary"),
+        logs=trained_task_logs,
+    output:
+        png=FIGURE_SCHEDULES.format(ext="png"),
+        pdf=FIGURE_SCHEDULES.format(ext="pdf"),
+    params:
+        schedules=lambda wc: {name: run.training["schedule"] for name, run in PLAN.runs.items()},
+    log:
+        f"{LOGS}/plot_schedules.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/plot_schedules.py"
+
+
+rule plot_budgets:
+    input:
+        budgeted_runs,
+    output:
+        png=FIGURE_BUDGETS.format(ext="png"),
+        pdf=FIGURE_BUDGETS.format(ext="pdf"),
+    params:
+        methods=lambda wc: {name: run.method for name, run in PLAN.runs.items()},
+    log:
+        f"{LOGS}/plot_budgets.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/plot_budgets.py"

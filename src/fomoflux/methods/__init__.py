@@ -14,7 +14,23 @@ from fomoflux.methods.base import (
     register_method,
     save_method_state,
 )
-from fomoflux.methods import ema_merge, finetune, zeroshot  # noqa: F401  (registration)
+from fomoflux.methods import (  # noqa: F401  (registration: one module per method)
+    bitfit,
+    dora,
+    ema_merge,
+    ewc,
+    finetune,
+    ft_merge,
+    lnfit,
+    locked,
+    lora,
+    offline_merge,
+    si,
+    time_merge,
+    vera,
+    zeroshot,
+    zs_merge,
+)
 
 __all__ = [
     "Method",

@@ -28,6 +28,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import torch
 
 from fomoflux.errors import CheckpointError, ConfigError
+from fomoflux.registry import Registry
 
 __all__ = [
     "TaskContext",
@@ -112,9 +113,28 @@ class Method:
     def validate(self) -> None:
         """Check option values (raise ConfigError)."""
 
+    def check_model(self, model: torch.nn.Module) -> None:
+        """Check the options against the model the run updates (e.g. a LoRA rank larger than a layer) and raise
+        ConfigError naming the option. The plan calls this on a parameter-free copy of the model (device "meta")
+        before any job runs, so it must only look at shapes and names, never at values."""
+
+    def training_options(self) -> dict[str, Any]:
+        """The options a task update depends on (its Snakemake params: a change reruns the run's training chain)."""
+        return {key: getattr(self, key) for key in self.options}
+
+    @property
+    def keeps_state(self) -> bool:
+        """Whether state crosses tasks beyond the weights (then task t also reads task t-1's method state)."""
+        return type(self).state_dict is not Method.state_dict
+
     def config(self) -> dict[str, Any]:
         """The method's name and effective options (for logs and checkpoint metadata)."""
         return {"name": self.name, **{key: getattr(self, key) for key in self.options}}
+
+    def extra_memory_bytes(self, trainable: list[torch.nn.Parameter]) -> int:
+        """Bytes the method holds on the training device beyond model, gradients and optimizer state, for a task
+        that trains ``trainable`` (e.g. EWC's Fisher and anchor: two copies). Read by the compute-budget profile."""
+        return 0
 
     # -- hooks ---------------------------------------------------------------------------------------------------
     def begin_task(self, model: torch.nn.Module, ctx: TaskContext) -> None:
@@ -147,33 +167,20 @@ class Method:
         return f"{type(self).__name__}({opts})"
 
 
-_METHODS: dict[str, type[Method]] = {}
+METHODS: Registry[type[Method]] = Registry("method", base=Method)
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
     """Class decorator: make a :class:`Method` subclass available under ``name``."""
-
-    def decorate(cls: type[Method]) -> type[Method]:
-        if not (isinstance(cls, type) and issubclass(cls, Method)):
-            raise TypeError(f"@register_method({name!r}) needs a Method subclass, got {cls!r}")
-        if name in _METHODS and _METHODS[name] is not cls:
-            raise ValueError(f"method {name!r} registered twice ({_METHODS[name].__name__}, {cls.__name__})")
-        cls.name = name
-        _METHODS[name] = cls
-        return cls
-
-    return decorate
+    return METHODS.register(name)
 
 
 def available_methods() -> list[str]:
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
 def method_class(name: str) -> type[Method]:
-    try:
-        return _METHODS[name]
-    except KeyError:
-        raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(available_methods())}") from None
+    return METHODS.get(name)
 
 
 def get_method(name: str, options: Mapping[str, Any] | None = None) -> Method:

@@ -1,0 +1,350 @@
+"""Weight adapters for parameter-efficient fine-tuning (LoRA, DoRA, VeRA): target selection, attaching, folding.
+
+An adapter re-parametrises a weight matrix W (out × in) of a residual block as W' = f(W0, φ), with small tensors φ
+the only thing that trains; the subclasses define f (``lora``: W0 + s·B@A, ``dora``, ``vera``).
+
+Targets. The weights of open_clip's ``ResidualAttentionBlock`` that an adapter can sit on (option ``targets``)::
+
+    attn_in   attn.in_proj_weight   (3·width × width; a Parameter of torch's MultiheadAttention, not a Linear)
+    attn_out  attn.out_proj.weight  (width × width)
+    mlp_in    mlp.c_fc.weight       (mlp_width × width)
+    mlp_out   mlp.c_proj.weight     (width × mlp_width)
+
+in the blocks ``visual.transformer.resblocks.{i}`` (image tower) and ``transformer.resblocks.{i}`` (text tower) picked
+by ``towers`` and ``blocks`` (None: all; negative indices count from the end of each tower). The paper's default is
+LoRA on the attention in-projections and the MLP out-projections of both towers.
+
+One adapter is trained across the whole stream. Its tensors φ are the method's cross-task state, keyed
+``"<weight name>.<tensor>"`` (e.g. ``"visual.transformer.resblocks.0.attn.in_proj_weight.lora_A"``); tensors shared by
+several weights (VeRA's random projections) have keys of their own. In one task:
+
+- ``begin_task``: every adapted weight is reset to θ0 exactly (the model arrives holding θ0 + the previous task's
+  folded ΔW), then f is attached with ``torch.nn.utils.parametrize.register_parametrization``, so that the model's
+  forward sees W' while the weight itself (the parametrization's ``original``) stays θ0. φ comes from the state of
+  the previous task, or is freshly initialised at the first one (from a generator seeded by a hash of the run's seed
+  and the weight's name, so a run is reproducible; on device "meta" only shapes are made);
+- training updates φ only (:meth:`AdapterMethod.trainable_parameters`);
+- ``end_task`` folds W ← f(θ0, φ) into plain weights (``remove_parametrizations(leave_parametrized=True)``): the
+  checkpoint has open_clip's keys and shapes, and loads with plain open_clip. φ is kept for the next task.
+
+:func:`fold_adapter_state` builds the same deployable state dict from θ0 and a saved φ alone, without a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch.nn.utils import parametrize
+
+from fomoflux.errors import CheckpointError, ConfigError
+from fomoflux.methods.base import Method, TaskContext
+
+__all__ = [
+    "ADAPTER_OPTIONS",
+    "TARGETS",
+    "TOWERS",
+    "TOWER_BLOCKS",
+    "AdapterMethod",
+    "adapter_seed",
+    "attach_tensors",
+    "fold_adapter_state",
+    "kaiming_uniform",
+    "select_targets",
+]
+
+TARGETS: dict[str, str] = {
+    "attn_in": "attn.in_proj_weight",
+    "attn_out": "attn.out_proj.weight",
+    "mlp_in": "mlp.c_fc.weight",
+    "mlp_out": "mlp.c_proj.weight",
+}
+TOWERS = ("both", "image", "text")
+# Where each tower's residual blocks live: CLIP has the text transformer at the top level, CustomTextCLIP under text.
+TOWER_BLOCKS: dict[str, tuple[str, ...]] = {
+    "image": ("visual.transformer.resblocks",),
+    "text": ("transformer.resblocks", "text.transformer.resblocks"),
+}
+ADAPTER_OPTIONS: dict[str, Any] = {
+    "rank": 4,
+    "towers": "both",
+    "targets": ["attn_in", "mlp_out"],
+    "blocks": None,
+}
+
+
+def _submodule(root: torch.nn.Module, path: str) -> torch.nn.Module | None:
+    try:
+        return root.get_submodule(path)
+    except AttributeError:
+        return None
+
+
+def _owner(model: torch.nn.Module, weight_name: str) -> tuple[torch.nn.Module, str]:
+    module_path, attr = weight_name.rsplit(".", 1)
+    return model.get_submodule(module_path), attr
+
+
+def _tower_blocks(model: torch.nn.Module, tower: str) -> tuple[str, list[torch.nn.Module]] | None:
+    for path in TOWER_BLOCKS[tower]:
+        blocks = _submodule(model, path)
+        if isinstance(blocks, (torch.nn.ModuleList, torch.nn.Sequential)):
+            return path, list(blocks)
+    return None
+
+
+def select_targets(
+    model: torch.nn.Module, method: str, towers: str, targets: Iterable[str], blocks: list[int] | None
+) -> list[str]:
+    """The names of the weights (as in ``model.state_dict()``) that the options select, tower by tower, block by block.
+
+    ConfigError (naming ``method`` and the option) when a tower has no transformer blocks, a block index does not
+    exist in a tower, or nothing matches. Looks at names and shapes only (works on a "meta" model).
+    """
+    names: list[str] = []
+    for tower in ("image", "text") if towers == "both" else (towers,):
+        found = _tower_blocks(model, tower)
+        if found is None:
+            raise ConfigError(
+                f"method {method!r}: option 'towers' is {towers!r} but the model's {tower} tower has no transformer "
+                f"residual blocks (looked for {' / '.join(TOWER_BLOCKS[tower])})"
+            )
+        path, tower_blocks = found
+        count = len(tower_blocks)
+        if blocks is None:
+            indices = list(range(count))
+        else:
+            for index in blocks:
+                if not -count <= index < count:
+                    raise ConfigError(
+                        f"method {method!r}: option 'blocks' lists block {index}, but the {tower} tower has {count} "
+                        f"blocks (valid: 0..{count - 1} or -{count}..-1)"
+                    )
+            indices = sorted({index % count for index in blocks})
+        for index in indices:
+            for target in targets:
+                weight_name = f"{path}.{index}.{TARGETS[target]}"
+                module_path, attr = weight_name.rsplit(".", 1)
+                module = _submodule(model, module_path)
+                weight = getattr(module, attr, None) if module is not None else None
+                if isinstance(weight, torch.Tensor) and weight.ndim == 2:
+                    names.append(weight_name)
+    if not names:
+        raise ConfigError(
+            f"method {method!r}: no weight matches option 'targets' = {list(targets)!r} in towers {towers!r} "
+            f"(blocks {blocks!r})"
+        )
+    return names
+
+
+def adapter_seed(seed: int, *parts: object) -> int:
+    """A 63-bit generator seed from a hash of (seed, parts): one independent stream per weight (or shape)."""
+    text = ":".join(str(p) for p in ("adapter-init", seed, *parts))
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") & (2**63 - 1)
+
+
+def kaiming_uniform(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """U(−1/√fan_in, 1/√fan_in) with fan_in = shape[1]: torch's ``kaiming_uniform_(a=√5)``, LoRA's init of A."""
+    bound = 1.0 / math.sqrt(shape[1])
+    return (torch.rand(shape, generator=generator, dtype=torch.float32) * 2.0 - 1.0) * bound
+
+
+def attach_tensors(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Register each tensor on ``module`` under its name: a Parameter trains, anything else is a frozen buffer
+    (not persistent: the method state saves it, the model's state dict must not hold it)."""
+    for name, tensor in tensors.items():
+        if isinstance(tensor, torch.nn.Parameter):
+            module.register_parameter(name, tensor)
+        else:
+            module.register_buffer(name, tensor, persistent=False)
+
+
+class AdapterMethod(Method):
+    """Base of the adapter methods (module docstring). A subclass defines:
+
+    - ``weight_tensors``: the names of its per-weight tensors (state keys ``"<weight>.<tensor>"``);
+    - :meth:`tensor_keys` when some tensors are shared between weights (default: the per-weight keys);
+    - ``frozen_tensors``: tensor names that never train (default: none);
+    - :meth:`fresh_tensor`: the initial value of one tensor; :meth:`parametrization`: the module computing W'.
+    """
+
+    options: ClassVar[Mapping[str, Any]] = ADAPTER_OPTIONS
+    weight_tensors: ClassVar[tuple[str, ...]] = ()
+    frozen_tensors: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._state: dict[str, torch.Tensor] | None = None  # φ between tasks (None: fresh at the next begin_task)
+        self._live: dict[str, torch.Tensor] | None = None  # φ attached to the model during a task, by state key
+        self._attached: list[str] = []
+
+    # -- options -------------------------------------------------------------------------------------------------
+    def _bad(self, option: str, value: Any, why: str) -> ConfigError:
+        return ConfigError(f"method {self.name!r}: option {option!r} {why}, got {value!r}")
+
+    def validate(self) -> None:
+        if isinstance(self.rank, bool) or self.rank < 1:
+            raise self._bad("rank", self.rank, "must be an integer >= 1")
+        if self.towers not in TOWERS:
+            raise self._bad("towers", self.towers, f"must be one of {', '.join(TOWERS)}")
+        if not self.targets:
+            raise self._bad("targets", self.targets, f"must be a non-empty list of {', '.join(TARGETS)}")
+        for target in self.targets:
+            if not isinstance(target, str) or target not in TARGETS:
+                raise self._bad("targets", target, f"must list names from {', '.join(TARGETS)}")
+        if len(set(self.targets)) != len(self.targets):
+            raise self._bad("targets", self.targets, "lists a target twice")
+        self.targets = list(self.targets)  # a private copy: the class default is shared
+        if self.blocks is not None:
+            if not isinstance(self.blocks, list) or not self.blocks:
+                raise self._bad("blocks", self.blocks, "must be null (all blocks) or a non-empty list of block indices")
+            for index in self.blocks:
+                if isinstance(index, bool) or not isinstance(index, int):
+                    raise self._bad("blocks", index, "must list integer block indices")
+            self.blocks = list(self.blocks)
+
+    def target_names(self, model: torch.nn.Module) -> list[str]:
+        """The adapted weights of ``model`` (ConfigError: bad block, nothing matched, rank above a weight's rank)."""
+        names = select_targets(model, self.name, self.towers, self.targets, self.blocks)
+        for name in names:
+            module, attr = _owner(model, name)
+            out_features, in_features = getattr(module, attr).shape
+            if self.rank > min(out_features, in_features):
+                raise ConfigError(
+                    f"method {self.name!r}: option 'rank' is {self.rank}, more than min(out, in) = "
+                    f"{min(out_features, in_features)} of {name} ({out_features} × {in_features})"
+                )
+        return names
+
+    def check_model(self, model: torch.nn.Module) -> None:
+        self.target_names(model)
+
+    # -- what a subclass defines ---------------------------------------------------------------------------------
+    def tensor_keys(self, name: str, shape: torch.Size) -> dict[str, str]:
+        """tensor name → state key, for the tensors the weight ``name`` (of ``shape``) is adapted with."""
+        return {tensor: f"{name}.{tensor}" for tensor in self.weight_tensors}
+
+    def fresh_tensor(self, tensor: str, name: str, weight: torch.Tensor, seed: int) -> torch.Tensor:
+        """The initial value of ``tensor`` for the weight ``name`` whose θ0 is ``weight`` (meta: shapes only)."""
+        raise NotImplementedError
+
+    def parametrization(self, tensors: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+        """The module with forward(W0) = W', holding ``tensors`` (tensor name → tensor) as given."""
+        raise NotImplementedError
+
+    def adapted_weights(self, state: Mapping[str, torch.Tensor]) -> list[str]:
+        """The weight names an adapter state adapts (those with per-weight keys), in the state's order."""
+        names: dict[str, None] = {}
+        for key in state:
+            weight_name, _, tensor = key.rpartition(".")
+            if tensor in self.weight_tensors and weight_name:
+                names[weight_name] = None
+        return list(names)
+
+    # -- hooks ---------------------------------------------------------------------------------------------------
+    def begin_task(self, model: torch.nn.Module, ctx: TaskContext) -> None:
+        names = self.target_names(model)
+        base = ctx.base_state_dict()
+        state = self._state
+        live: dict[str, torch.Tensor] = {}
+        for name in names:
+            module, attr = _owner(model, name)
+            if parametrize.is_parametrized(module, attr):  # left over from a task that never reached end_task
+                parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
+            weight = getattr(module, attr)
+            theta0 = base.get(name)
+            if theta0 is None or theta0.shape != weight.shape:
+                raise CheckpointError(
+                    f"method {self.name!r}: the base state θ0 has no weight {name} of shape {tuple(weight.shape)}"
+                )
+            with torch.no_grad():
+                weight.copy_(theta0)
+            tensors = {}
+            for tensor, key in self.tensor_keys(name, weight.shape).items():
+                if key not in live:
+                    if state is None:
+                        value = self.fresh_tensor(tensor, name, weight, ctx.seed)
+                    else:
+                        value = state.get(key)
+                        if value is None:
+                            raise CheckpointError(
+                                f"method {self.name!r}: the restored adapter state has no tensor {key} (were the "
+                                f"options towers/targets/blocks changed between tasks?)"
+                            )
+                    value = value.detach().to(device=weight.device, dtype=weight.dtype).clone()
+                    live[key] = value if tensor in self.frozen_tensors else torch.nn.Parameter(value)
+                tensors[tensor] = live[key]
+            module_f = self.parametrization(tensors)
+            try:
+                parametrize.register_parametrization(module, attr, module_f)
+            except (RuntimeError, ValueError) as exc:  # parametrize checks that W' has W's shape and dtype
+                raise CheckpointError(f"method {self.name!r}: adapter tensors of {name} do not fit it: {exc}") from exc
+        if state is not None:
+            unexpected = sorted(set(state) - set(live))
+            if unexpected:
+                raise CheckpointError(
+                    f"method {self.name!r}: the restored adapter state has tensors the options do not target: "
+                    f"{', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}"
+                )
+        self._live = live
+        self._attached = names
+
+    def trainable_parameters(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        if self._live is None:
+            raise RuntimeError(f"method {self.name!r}: trainable_parameters before begin_task")
+        return [t for t in self._live.values() if isinstance(t, torch.nn.Parameter)]
+
+    def extra_memory_bytes(self, trainable: list[torch.nn.Parameter]) -> int:
+        # Frozen adapter tensors (VeRA's projections) are buffers, which the profile does not count as parameters.
+        frozen = [t for t in (self._live or {}).values() if not isinstance(t, torch.nn.Parameter)]
+        return sum(t.numel() * t.element_size() for t in frozen)
+
+    def end_task(self, model: torch.nn.Module, ctx: TaskContext) -> None:
+        if self._live is None:
+            raise RuntimeError(f"method {self.name!r}: end_task without begin_task")
+        for name in self._attached:
+            module, attr = _owner(model, name)
+            parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
+        self._state = {key: tensor.detach().clone() for key, tensor in self._live.items()}
+        self._live = None
+        self._attached = []
+
+    # -- state across tasks ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self._state or {})
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        # Checked against the model at the next begin_task, where the targeted weights are known.
+        self._state = {key: tensor.detach().clone() for key, tensor in state.items()} or None
+
+
+def fold_adapter_state(
+    base_state: Mapping[str, torch.Tensor], adapter_state: Mapping[str, torch.Tensor], method: AdapterMethod
+) -> dict[str, torch.Tensor]:
+    """The deployable plain open_clip state dict W' = f(θ0, φ) from θ0 and a saved adapter state φ of ``method``.
+
+    Same keys and shapes as ``base_state``; the adapted weights are new tensors, every other entry is θ0's own
+    tensor (not a copy). It computes exactly what ``method.end_task`` leaves in the model. CheckpointError when φ
+    names a weight θ0 lacks, misses one of a weight's tensors, or holds tensors no adapted weight uses.
+    """
+    folded = dict(base_state)
+    used: set[str] = set()
+    for name in method.adapted_weights(adapter_state):
+        weight = base_state.get(name)
+        if weight is None:
+            raise CheckpointError(f"method {method.name!r}: the adapter state adapts {name}, which θ0 does not hold")
+        keys = method.tensor_keys(name, weight.shape)
+        missing = [key for key in keys.values() if key not in adapter_state]
+        if missing:
+            raise CheckpointError(f"method {method.name!r}: the adapter state lacks {missing[0]}")
+        tensors = {t: adapter_state[key].to(device=weight.device, dtype=weight.dtype) for t, key in keys.items()}
+        with torch.no_grad():
+            folded[name] = method.parametrization(tensors)(weight)
+        used.update(keys.values())
+    unused = sorted(set(adapter_state) - used)
+    if unused:
+        raise CheckpointError(f"method {method.name!r}: the adapter state holds tensors of no weight: {unused[:3]}")
+    return folded

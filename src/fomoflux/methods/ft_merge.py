@@ -1,0 +1,16 @@
+"""FT-merge (WiSE-FT style): after each task, merge the result back towards θ0; train and deploy from that.
+
+    θ_t = finetune(m_{t−1}, task t),   m_t = (1 − w) · θ0 + w · θ_t,   m_0 = θ0
+"""
+
+from __future__ import annotations
+
+from fomoflux.methods.base import register_method
+from fomoflux.methods.merging import MERGE_OPTIONS, MergeMethod
+
+
+@register_method("ft_merge")
+class FTMerge(MergeMethod):
+    init_from = "anchored"
+    deploy_from = "anchored"
+    options = {k: MERGE_OPTIONS[k] for k in ("weight", "operator", "operator_options", "lines")}

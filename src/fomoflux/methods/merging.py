@@ -1,0 +1,130 @@
+"""Model merging as methods: fine-tuning whose starting point and/or deployed model are merges of saved checkpoints.
+
+θ0 is the base model, θ_t the weights fine-tuning reaches in task t (its checkpoint ``task{t}/model.safetensors``).
+A merging method is described by two choices (the TIME grid, arXiv 2412.06712) and a merge:
+
+- ``init``: what task t trains from — ``latest`` (θ_{t−1}: plain continual fine-tuning), ``base`` (θ0: independent
+  experts), or a merge of the previous task (``sequential``, ``oneshot``, ``anchored``; task 1 always starts from θ0);
+- ``deploy``: what is evaluated after task t — ``latest`` (θ_t) or one of the merges;
+- merges, over task vectors τ = θ − θ0 with an operator of ``fomoflux.merge`` (interpolation by default):
+
+  ``sequential``  m_t = merge([m_{t−1}, θ_t], weights [1 − w, w]), m_0 = θ0 (an EMA of the experts for w constant)
+  ``oneshot``     merge([θ0 if include_base] + [θ_1..θ_t], weights from ``weighting``: uniform, linear, ..., reversed)
+  ``anchored``    merge([θ0, θ_t], weights [1 − w, w]) (WiSE-FT: pull every result back towards θ0)
+
+The pipeline runs each merge as its own job on the saved checkpoints (rule ``merge_task``), streaming tensors, so
+a merge setting that training does not depend on (deploy-only: ZS-merge's or offline merge's weights and operator)
+reruns merges and evaluations, never training. Training itself is plain full fine-tuning (no hooks).
+
+The paper's merging methods are presets, one module each: ``ema_merge`` (init = deploy = sequential), ``zs_merge``
+(init base, deploy sequential), ``ft_merge`` (init = deploy = anchored), ``offline_merge`` (init base, deploy
+oneshot), and ``time_merge``, where init and deploy are options: the whole TIME grid.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping
+
+from fomoflux.errors import ConfigError
+from fomoflux.methods.base import Method
+
+__all__ = ["MergeMethod", "MERGE_KINDS", "INIT_CHOICES", "DEPLOY_CHOICES", "merge_weights"]
+
+MERGE_KINDS = ("sequential", "oneshot", "anchored")
+INIT_CHOICES = ("latest", "base", *MERGE_KINDS)
+DEPLOY_CHOICES = ("latest", *MERGE_KINDS)
+
+# The options every merge shares; presets keep the ones their merges use.
+MERGE_OPTIONS: dict[str, Any] = {
+    "weight": 0.5,  # w of sequential / anchored merges
+    "weighting": "uniform",  # oneshot weights over the experts
+    "reverse": False,  # oneshot: earlier experts weigh more
+    "include_base": False,  # oneshot: θ0 is one of the merged models
+    "weights": None,  # oneshot: explicit weights, one per task (θ0 first with include_base), instead of `weighting`
+    "operator": "interpolation",
+    "operator_options": {},
+    "lines": None,  # LiNeS depth scaling {"alpha": a, "beta": b}
+}
+
+
+class MergeMethod(Method):
+    """Base of the merging presets. Subclasses set ``init_from`` / ``deploy_from`` and the options they use."""
+
+    init_from: ClassVar[str] = "latest"
+    deploy_from: ClassVar[str] = "latest"
+    options: ClassVar[Mapping[str, Any]] = {}
+
+    def validate(self) -> None:
+        if self.init_from not in INIT_CHOICES:
+            raise ConfigError(f"method {self.name!r}: init {self.init_from!r} is not one of {', '.join(INIT_CHOICES)}")
+        if self.deploy_from not in DEPLOY_CHOICES:
+            raise ConfigError(
+                f"method {self.name!r}: deploy {self.deploy_from!r} is not one of {', '.join(DEPLOY_CHOICES)}"
+            )
+        opts = self.merge_options()
+        if not 0.0 <= float(opts["weight"]) <= 1.0:
+            raise ConfigError(f"method {self.name!r}: option 'weight' must lie in [0, 1], got {opts['weight']}")
+        from fomoflux.merge import check_lines, check_operator, offline_weights
+
+        try:
+            check_operator(opts["operator"], dict(opts["operator_options"]))
+            offline_weights(2, opts["weighting"], reverse=bool(opts["reverse"]))
+            check_lines(opts["lines"])
+            weights = opts["weights"]
+            if weights is not None and (not isinstance(weights, list) or not weights
+                                        or not all(isinstance(w, (int, float)) and w >= 0 for w in weights)
+                                        or sum(weights) <= 0):
+                raise ConfigError(f"option 'weights' must be a list of numbers >= 0 with a positive sum, got {weights!r}")
+        except ConfigError as err:
+            raise ConfigError(f"method {self.name!r}: {err}") from None
+
+    # -- what the pipeline needs to build the DAG --------------------------------------------------------------
+    def merge_kinds(self) -> list[str]:
+        """The merges this method needs per task (for training's init and for deployment)."""
+        return [k for k in MERGE_KINDS if k in (self.init_from, self.deploy_from)]
+
+    def merge_options(self) -> dict[str, Any]:
+        return {key: getattr(self, key, default) for key, default in MERGE_OPTIONS.items()}
+
+    def training_options(self) -> dict[str, Any]:
+        # Training reads its merged starting point from the merge job's output file, so the merge settings reach
+        # it through that file (and rerun it when they change); its own parameters are only where it starts.
+        return {"init": self.init_from}
+
+    def merge_spec(self, kind: str) -> dict[str, Any]:
+        """The merge job's settings for ``kind`` (its Snakemake params)."""
+        if kind not in self.merge_kinds():
+            raise ConfigError(f"method {self.name!r} has no {kind!r} merge")
+        opts = self.merge_options()
+        spec = {"kind": kind, "operator": opts["operator"], "operator_options": dict(opts["operator_options"]),
+                "lines": dict(opts["lines"]) if opts["lines"] else None}
+        if kind == "oneshot":
+            spec.update(weighting=opts["weighting"], reverse=bool(opts["reverse"]),
+                        include_base=bool(opts["include_base"]),
+                        weights=[float(w) for w in opts["weights"]] if opts["weights"] is not None else None)
+        else:
+            spec["weight"] = float(opts["weight"])
+        return spec
+
+
+def merge_weights(spec: Mapping[str, Any], n_checkpoints: int) -> list[float]:
+    """The weights of a merge job over its ``n_checkpoints`` inputs (in the order the pipeline passes them)."""
+    from fomoflux.merge import offline_weights
+
+    if spec["kind"] == "oneshot":
+        explicit = spec.get("weights")
+        if explicit is not None:
+            # The first n of the configured weights (one per task so far), normalised to sum 1.
+            if len(explicit) < n_checkpoints:
+                raise ConfigError(f"option 'weights' has {len(explicit)} entries for a merge of {n_checkpoints} models")
+            chosen = explicit[:n_checkpoints]
+            total = sum(chosen)
+            if total <= 0:
+                raise ConfigError(f"option 'weights': the first {n_checkpoints} weights sum to 0")
+            return [w / total for w in chosen]
+        # With include_base, θ0 is the first of the merged models (the earliest position of the weighting).
+        return offline_weights(n_checkpoints, spec["weighting"], reverse=spec["reverse"])
+    if n_checkpoints != 2:
+        raise ConfigError(f"a {spec['kind']} merge combines 2 checkpoints, got {n_checkpoints}")
+    w = float(spec["weight"])
+    return [1.0 - w, w]
