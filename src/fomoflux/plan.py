@@ -275,8 +275,13 @@ def expand_grids(grids: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return runs
 
 
-def build_plan(config: Mapping[str, Any], workdir: str | Path = ".") -> Plan:
-    """Turn a schema-validated config (defaults filled) into a Plan, checking every cross-reference."""
+def build_plan(config: Mapping[str, Any], workdir: str | Path = ".", *, check_against_model: bool = True) -> Plan:
+    """Turn a schema-validated config (defaults filled) into a Plan, checking every cross-reference.
+
+    ``check_against_model``: check each method's options against the model's shapes (a shapes-only model, built with
+    open_clip). The Snakefile does; jobs rebuilding the plan skip it, as the check passed when the DAG was built and
+    importing open_clip costs seconds in every small job.
+    """
     workdir = Path(workdir)
     benchmark = config.get("benchmark", {})
     registry = _load_mini_registry(benchmark)
@@ -307,7 +312,7 @@ def build_plan(config: Mapping[str, Any], workdir: str | Path = ".") -> Plan:
 
     mixtures = config.get("mixtures", {})
     base_training = {**TRAINING_DEFAULTS, **config.get("training", {})}
-    meta_model = _meta_model(model, workdir)
+    meta_model = _meta_model(model, workdir) if check_against_model else None
     declared = dict(config.get("runs", {}))
     for name, raw in expand_grids(config.get("grids", {})).items():
         if name in declared:

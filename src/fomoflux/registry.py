@@ -5,11 +5,12 @@ An unknown name is a ConfigError that lists the known ones, so a typo in a confi
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+import math
+from typing import Any, Callable, Generic, Mapping, TypeVar
 
 from fomoflux.errors import ConfigError
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "resolve_options"]
 
 T = TypeVar("T")
 
@@ -53,3 +54,29 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def resolve_options(what: str, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """``defaults`` updated by ``given``, checked: ``what`` (e.g. "method 'lora'") names the owner in errors.
+
+    An unknown option, or a value of another type than its default, is a ConfigError naming the option and the
+    value. Ints are accepted (and converted) where the default is a float; floats must be finite; a default of None
+    accepts any value (the owner's ``validate`` checks it).
+    """
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        known = ", ".join(sorted(defaults)) or "none"
+        raise ConfigError(f"{what} has no option {unknown[0]!r} (given {given[unknown[0]]!r}; its options: {known})")
+    values = dict(defaults)
+    for key, value in given.items():
+        default = defaults[key]
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if default is not None:
+            wrong_bool = isinstance(default, bool) != isinstance(value, bool)
+            if wrong_bool or not isinstance(value, type(default)):
+                raise ConfigError(f"{what}: option {key!r} must be {type(default).__name__}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{what}: option {key!r} must be finite, got {value!r}")
+        values[key] = value
+    return values

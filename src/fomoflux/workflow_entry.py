@@ -36,6 +36,6 @@ def run_job(snakemake: Any, stage: Callable[..., None]) -> None:
 
     with job_log(snakemake) as logger:
         set_threads(snakemake.threads)
-        plan = build_plan(snakemake.config)
+        plan = build_plan(snakemake.config, check_against_model=False)
         stage(snakemake, plan, logger)
         sys.stdout.flush()

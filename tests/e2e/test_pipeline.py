@@ -271,3 +271,24 @@ def test_downloaded_dataset_through_the_pipeline(tmp_path):
         assert "0" * 64 in log and sha in log, log[-2000:]
     finally:
         server.shutdown()
+
+
+def test_a_grid_of_100_runs_expands_into_one_dag(tmp_path):
+    """5 methods x 5 learning rates x 4 seeds over a 20-task stream: 2,000 task updates in one dry run (its wall time
+    is measured by benchmarks/bench_dag.py, not here)."""
+    project = make_project(tmp_path / "project")
+
+    def sweep(cfg):
+        stream = cfg["streams"]["random"]
+        stream.pop("classes_per_task")
+        stream["tasks"] = 20
+        cfg["runs"] = {}
+        cfg["grids"] = {"sweep": {"method": ["finetune", "lora", "ewc", "ema_merge", "offline_merge"],
+                                  "training": {"lr": [1e-4, 2e-4, 3e-4, 4e-4, 5e-4]}, "seed": [0, 1, 2, 3]}}
+
+    project.edit_config(sweep)
+    planned = rules(project.planned_jobs())
+    assert planned["train_task"] == 100 * 20 and planned["evaluate_task"] == 100 * 20
+    # Profiles: finetune (also the merges' cost and the reference), lora, ewc.
+    assert planned["run_budget"] == 100 and planned["profile_method"] == 3
+    assert planned["merge_task"] == 2 * 20 * 20  # ema_merge and offline_merge runs: one merge per task

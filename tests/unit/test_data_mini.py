@@ -230,3 +230,15 @@ def test_a_spec_may_use_a_subset_of_a_generators_classes():
     assert [s.class_name for s in samples[:2]] == ["ring", "hexagon"]
     assert [s.class_id for s in samples[:2]] == [0, 1]
     assert samples[0].captions[-1] == "a ring thing."
+
+
+def test_digit_counts_match_sklearn():
+    # The registry sizes the digits splits from DIGITS_PER_CLASS without loading sklearn; they must be sklearn's.
+    import numpy as np
+
+    from fomoflux.data.mini import DIGITS_PER_CLASS, _digits_count, _digits_data, digits_split_indices
+
+    _, target = _digits_data()
+    assert tuple(np.bincount(target).tolist()) == DIGITS_PER_CLASS
+    for split in ("train", "test"):
+        assert _digits_count(split) == sum(len(v) for v in digits_split_indices(0, split).values())

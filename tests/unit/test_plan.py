@@ -59,7 +59,7 @@ def test_plan_of_a_grid(config):
         (lambda c: c["runs"]["ema_merge"].update(method_options={"weight": 2.0}), "runs.ema_merge.*weight"),
         (lambda c: c.update(runs={}), "declares no run"),
         (lambda c: c["runs"]["offline_merge"].update(method_options={"weights": [1.0, 2.0]}),
-         "runs.offline_merge.method_options.weights: 2 weights for 6 merged models"),
+         "runs.offline_merge.method_options.weights: 2 weights for 5 merged models"),
         (lambda c: c["runs"]["lora"].update(method_options={"rank": 999}), "runs.lora.*rank"),
         (lambda c: c["runs"]["offline_merge"].update(method_options={"operator": "average"}),
          "unknown merge operator 'average'"),

@@ -35,7 +35,7 @@ import torch
 
 from fomoflux.errors import ConfigError
 from fomoflux.merge.sources import TaskVectors
-from fomoflux.registry import Registry
+from fomoflux.registry import Registry, resolve_options
 
 __all__ = [
     "OPERATORS",
@@ -65,25 +65,7 @@ class MergeOperator:
     uses_weights: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            known = ", ".join(sorted(self.options)) or "none"
-            raise ConfigError(
-                f"merge operator {self.name!r} has no option {unknown[0]!r} (given {options[unknown[0]]!r}; "
-                f"its options: {known})"
-            )
-        values = dict(self.options)
-        for key, value in options.items():
-            default = self.options[key]
-            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if isinstance(value, bool) or not isinstance(value, type(default)):
-                raise ConfigError(
-                    f"merge operator {self.name!r}: option {key!r} must be {type(default).__name__}, got {value!r}"
-                )
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"merge operator {self.name!r}: option {key!r} must be finite, got {value!r}")
-            values[key] = value
+        values = resolve_options(f"merge operator {self.name!r}", self.options, options)
         for key, value in values.items():
             setattr(self, key, value)
         self.validate()

@@ -27,8 +27,8 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 
-from fomoflux.errors import CheckpointError, ConfigError
-from fomoflux.registry import Registry
+from fomoflux.errors import CheckpointError
+from fomoflux.registry import Registry, resolve_options
 
 __all__ = [
     "TaskContext",
@@ -81,8 +81,8 @@ class Method:
     """Base class: full fine-tuning semantics with no-op hooks. Subclasses override what they need.
 
     Options are declared as a class-level dict of defaults (``options = {"weight": 0.5}``); ``__init__`` checks
-    the given names (unknown → ConfigError naming method and option), coerces ints to floats where the default is
-    a float, and sets each option as an attribute. Override :meth:`validate` for range checks.
+    the given names and types (``fomoflux.registry.resolve_options``: unknown → ConfigError naming method and
+    option) and sets each option as an attribute. Override :meth:`validate` for range checks.
     """
 
     name: ClassVar[str] = ""
@@ -90,22 +90,7 @@ class Method:
     options: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, **options: Any) -> None:
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            known = ", ".join(sorted(self.options)) or "none"
-            raise ConfigError(f"method {self.name!r} has no option {unknown[0]!r} (its options: {known})")
-        values = dict(self.options)
-        for key, value in options.items():
-            default = self.options[key]
-            if isinstance(default, bool) and not isinstance(value, bool):
-                raise ConfigError(f"method {self.name!r}: option {key!r} must be true/false, got {value!r}")
-            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if default is not None and not isinstance(default, bool) and not isinstance(value, type(default)):
-                raise ConfigError(
-                    f"method {self.name!r}: option {key!r} must be {type(default).__name__}, got {value!r}"
-                )
-            values[key] = value
+        values = resolve_options(f"method {self.name!r}", self.options, options)
         for key, value in values.items():
             setattr(self, key, value)
         self.validate()
