@@ -386,7 +386,8 @@ def plot_budgets(budgets: pl.DataFrame, out_png: str | os.PathLike, out_pdf: str
         positions = list(range(n))
         ax.barh(positions, [s - base for s in steps], left=base, height=0.62,
                 color=[colour[m] for m in rows["method"].to_list()], edgecolor="black", linewidth=0.6, zorder=2)
-        ax.set_yticks(positions, [f"{r} ({m})" for r, m in zip(rows["run"].to_list(), rows["method"].to_list())])
+        labels = [r if r == m else f"{r} ({m})" for r, m in zip(rows["run"].to_list(), rows["method"].to_list())]
+        ax.set_yticks(positions, labels)
         for y, (value, flops, memory) in enumerate(rows.select("steps", "flops_ratio", "memory_ratio").iter_rows()):
             # clip_on=False: the note may run past the (hidden) right spine; the saved bbox grows to hold it
             ax.annotate(f"{value} steps · FLOPs ×{flops:.2f} · mem ×{memory:.2f}", (value, y), xytext=(4, 0),

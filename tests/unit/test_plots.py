@@ -234,7 +234,7 @@ def test_budgets_bars_reference_and_notes(tmp_path):
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"  # 7 to 2400 steps
     labels = [t.get_text() for t in ax.get_yticklabels()]
-    assert labels == ["ewc (ewc)", "ft (finetune)", "lora-s1 (lora)", "lora-s0 (lora)"]  # bottom to top
+    assert labels == ["ewc", "ft (finetune)", "lora-s1 (lora)", "lora-s0 (lora)"]  # bottom to top
     bars = ax.patches
     assert [b.get_x() + b.get_width() for b in bars] == pytest.approx([7, 1000, 2400, 2400])
     assert len({b.get_x() for b in bars}) == 1 and 0 < bars[0].get_x() <= 7  # a log axis starts above 0
