@@ -12,7 +12,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from conftest import kill_group, make_project
+from conftest import REPO, kill_group, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -292,3 +292,10 @@ def test_a_grid_of_100_runs_expands_into_one_dag(tmp_path):
     # Profiles: finetune (also the merges' cost and the reference), lora, ewc.
     assert planned["run_budget"] == 100 and planned["profile_method"] == 3
     assert planned["merge_task"] == 2 * 20 * 20  # ema_merge and offline_merge runs: one merge per task
+
+
+def test_schedule_comparison_config_plans(tmp_path):
+    """config/schedules.yaml (a grid over the paper's schedules) builds its DAG, schedule figure included."""
+    project = make_project(tmp_path / "project", config=REPO / "config" / "schedules.yaml")
+    planned = rules(project.planned_jobs())
+    assert planned["train_task"] == 7 * 5 and planned["plot_schedules"] == 1
