@@ -195,15 +195,19 @@ class _NoPenalty:
         return None
 
 
-def budget_steps(reference_steps: int, reference: StepProfile, method: StepProfile) -> dict[str, Any]:
-    """Steps per task for ``method`` under full fine-tuning's budget (module docstring), and the numbers behind them."""
+def budget_steps(reference_steps: int, reference: StepProfile, method: StepProfile, *,
+                 memory_adjusted: bool = True) -> dict[str, Any]:
+    """Steps per task for ``method`` under full fine-tuning's budget (module docstring), and the numbers behind them.
+
+    ``memory_adjusted=False`` equalises plain FLOPs (the memory ratio is taken as 1, and reported so).
+    """
     if reference_steps < 1:
         raise ConfigError(f"training.steps (full fine-tuning's steps per task) must be >= 1, got {reference_steps}")
     ft_maf = float(reference.flops_per_step)
     # The method's peak memory is its peak over the whole task, the extra pass included, and both the steps and
     # the pass are priced at it: the pass's batch size is a free choice, so a small one must not make it cheap.
     peak = max(method.peak_memory_bytes, method.extra_pass_memory_bytes)
-    memory_ratio = peak / reference.peak_memory_bytes
+    memory_ratio = peak / reference.peak_memory_bytes if memory_adjusted else 1.0
     maf = method.flops_per_step * memory_ratio
     pass_maf = method.extra_pass_flops * memory_ratio
     budget = reference_steps * ft_maf

@@ -173,6 +173,7 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
     # The library counts tasks from 0 as the paper does (t = 0 is the first update, which has no buffer); the
     # pipeline's task folders count from 1 because task 0 there is the base model.
     ctx = TaskContext(task_index=task - 1, num_tasks=None, base_state=job.input.base, device=device, seed=spec["seed"])
+    steps = int(io.read_json(job.input.budget)["steps"])  # from the run's compute budget (rule run_budget)
     sources = {"update": None, "buffer": None, "pretrain": None}
     if run.updates_weights:
         sources["update"] = _load(manifests, image_size, split="train", entries=spec["entries"])
@@ -180,8 +181,8 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
         if past and training["mixture"]["buffer"] > 0:
             sources["buffer"] = _load(manifests, image_size, split="train", entries=past)
         if training["mixture"]["pretrain"] > 0:
-            # An upper bound of what the pool's share draws (a budget gives at most a few times the FT steps).
-            draws = int(io.read_json(job.input.budget)["steps"]) * training["batch_size"]
+            # An upper bound of what the pool's share of the task's steps draws.
+            draws = steps * training["batch_size"]
             sources["pretrain"] = _load(
                 manifests, image_size, split="train", dataset=plan.pool_dataset,
                 keep=lambda n: replay_sample(n, draws, spec["seed"], task),
@@ -189,7 +190,6 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
     counts = {k: (len(v) if v is not None else 0) for k, v in sources.items()}
     log.info("run %s task %d/%d: %s, sources %s", run.name, task, stream.num_tasks, spec["method"], counts)
 
-    steps = int(io.read_json(job.input.budget)["steps"])
     cfg = TaskUpdateConfig(
         steps=steps,
         batch_size=training["batch_size"],
@@ -253,12 +253,8 @@ def run_budget(job: Job, plan: Plan, log: logging.Logger) -> None:
     else:
         reference = StepProfile.from_dict(io.read_json(job.input.reference))
         method = StepProfile.from_dict(io.read_json(job.input.method))
-        if training["budget"] == "flops":
-            # Equal FLOPs: the memory ratio is left out (the same formula with both memories set equal).
-            method = StepProfile.from_dict({**method.to_dict(), "peak_memory_bytes": reference.peak_memory_bytes,
-                                            "extra_pass_memory_bytes": reference.peak_memory_bytes
-                                            if method.extra_pass_flops else 0})
-        budget = {**budget_steps(int(training["steps"]), reference, method), "mode": training["budget"]}
+        steps = budget_steps(int(training["steps"]), reference, method, memory_adjusted=training["budget"] == "maf")
+        budget = {**steps, "mode": training["budget"]}
     log.info("run %s: %d steps per task (%s budget of %d full fine-tuning steps)", job.wildcards.run, budget["steps"],
              budget["mode"], budget["reference_steps"])
     io.write_json(job.output[0], budget)

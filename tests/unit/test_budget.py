@@ -60,3 +60,10 @@ def test_profile_errors():
         profile_step(MICRO, "finetune", batch_size=4, memory="disk")
     with pytest.raises(ConfigError, match="unknown method"):
         profile_step(MICRO, "nope", batch_size=4)
+
+
+def test_budget_equal_flops_ignores_memory():
+    ft = profile("finetune", 300, 1000)
+    cheap = profile("peft", 150, 250)
+    out = budget_steps(1420, ft, cheap, memory_adjusted=False)
+    assert out["steps"] == 1420 * 2 and out["memory_ratio"] == 1.0
