@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
@@ -33,6 +33,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "budget": "maf",
     "threads": 1,
     "mixture": {"pretrain": 0.33, "update": 0.34, "buffer": 0.33},
+    "buffer": {"policy": "all", "size": None},
 }
 MIXTURE_SOURCES = ("pretrain", "update", "buffer")
 # How a run's steps per task follow from full fine-tuning's `steps` (fomoflux.budget): equal Memory-Adjusted FLOPs,
@@ -82,16 +83,21 @@ class RunPlan:
         never the future, so a stream that grows leaves every finished update valid. Deploy-only merge settings
         are not here either (they are the merge jobs' params).
         """
-        return {
+        spec = {
             "run": self.name,
             "method": self.method,
             "method_options": dict(self.training_options),
             "training": dict(self.training),
             "seed": self.seed,
             "task": task,
-            "entries": list(stream.task(task)),
-            "history": stream.history_digest(task),
         }
+        if stream.ordered_by_plan:
+            spec.update(entries=list(stream.task(task)), history=stream.history_digest(task))
+        else:
+            # Ordered by a stage: the task reads its classes from the stream's tasks.json (an input, so a new order
+            # reruns it); what the order is computed from is the stream's definition.
+            spec.update(entries=None, stream=stream.name, stream_definition=stream.definition_digest())
+        return spec
 
     def profile_key(self) -> str:
         """Names the cost profile of this run's training step: equal for runs whose step costs the same."""
@@ -119,6 +125,10 @@ class Plan:
     figures: Mapping[str, Any]
     mini_datasets: tuple[str, ...] = field(default=())
     budget: Mapping[str, Any] = field(default_factory=lambda: {"memory": "counted", "extra_pass_samples": None})
+    pool: str | None = None
+    validation: Mapping[str, Any] = field(default_factory=lambda: {"enabled": False, "fraction": 0.1, "seed": 0})
+    # Files the config names that are not there (a local checkpoint, local dataset copies): reported in one message.
+    missing: tuple[str, ...] = ()
 
     @cached_property
     def profiles(self) -> dict[str, dict[str, Any]]:
@@ -138,7 +148,14 @@ class Plan:
 
     @property
     def pool_dataset(self) -> str | None:
-        return _pool_of(self.registry)
+        return self.pool
+
+    def missing_report(self) -> str:
+        """One readable message listing every missing input file, or "" when nothing is missing."""
+        if not self.missing:
+            return ""
+        lines = "\n".join(f"  - {item}" for item in self.missing)
+        return f"{len(self.missing)} input(s) named in the config are missing:\n{lines}"
 
     def stream_of(self, run: str) -> Stream:
         return self.streams[self.runs[run].stream]
@@ -151,17 +168,69 @@ class Plan:
         return task == 0 or task == self.stream_of(run).num_tasks
 
 
-def _load_mini_registry(benchmark: Mapping[str, Any]) -> dict[str, DatasetSpec]:
+def _load_benchmark_registry(benchmark: Mapping[str, Any]) -> dict[str, DatasetSpec]:
+    """The registry of ``benchmark.name``: the mini benchmark's generated datasets or the 63 FoMo-in-Flux datasets."""
+    chosen = benchmark.get("datasets", "all")
+    if benchmark.get("name", "mini") == "fomo_in_flux":
+        from fomoflux.data.fomo_in_flux import fif_registry
+
+        fif = benchmark.get("fomo_in_flux", {})
+        sources: dict[str, dict[str, Any]] = {}
+        for name, url in fif.get("urls", {}).items():
+            sources[name] = {"download": {"url": url, "format": "fomo_in_flux"}}
+        for name, path in fif.get("local", {}).items():
+            if name in sources:
+                raise ConfigError(f"benchmark.fomo_in_flux: dataset {name!r} has both a mirror URL and a local copy")
+            sources[name] = {"local": {"path": path, "format": "fomo_in_flux"}}
+        try:
+            registry = fif_registry(chosen, sources=sources)
+        except ConfigError as err:
+            raise ConfigError(f"benchmark: {err}") from None
+        for name, digest in fif.get("sha256", {}).items():
+            if name not in registry:
+                raise ConfigError(f"benchmark.fomo_in_flux.sha256: unknown dataset {name!r}")
+            spec = registry[name]
+            if spec.obtained_by == "download":
+                registry[name] = replace(spec, source={"download": {**spec.source["download"], "sha256": digest}})
+        if fif.get("annotations"):
+            for name, spec in registry.items():
+                kind = spec.obtained_by
+                registry[name] = replace(spec, source={kind: {**spec.source[kind], "annotations": fif["annotations"]}})
+        return registry
+
     from fomoflux.data.mini import mini_registry
 
     registry = mini_registry(image_size=benchmark["image_size"])
-    chosen = benchmark.get("datasets", "all")
     if chosen == "all":
         return registry
     unknown = [n for n in chosen if n not in registry]
     if unknown:
         raise ConfigError(f"benchmark.datasets: unknown mini-benchmark dataset(s) {unknown} (known: {sorted(registry)})")
     return {n: registry[n] for n in registry if n in chosen}
+
+
+def _missing_files(registry: Mapping[str, DatasetSpec], model: "ModelPlan", workdir: Path) -> list[str]:
+    missing = []
+    if model.pretrained_file is not None and not (workdir / model.pretrained_file).is_file():
+        missing.append(f"model.pretrained.file: checkpoint {model.pretrained_file} (the base model's weights)")
+    for name, spec in registry.items():
+        if spec.obtained_by == "local":
+            path = spec.source["local"]["path"]
+            if not (workdir / path).exists():
+                missing.append(f"dataset {name}: local copy {path}")
+        if spec.obtained_by == "webdataset":
+            from fomoflux.data.pool import expand_shards
+            from fomoflux.errors import DataError
+
+            try:
+                expand_shards(spec.source["webdataset"]["urls"], workdir)
+            except (DataError, ConfigError) as err:
+                missing.append(f"dataset {name}: webdataset shards: {err}")
+        annotations = spec.source[spec.obtained_by].get("annotations") if spec.obtained_by in ("local", "download") \
+            else None
+        if annotations and not (workdir / annotations).is_dir():
+            missing.append(f"dataset {name}: annotation folder {annotations}")
+    return sorted(set(missing), key=missing.index)
 
 
 def _resolve_mixture(value: Any, mixtures: Mapping[str, Any], where: str) -> dict[str, float]:
@@ -283,9 +352,9 @@ def build_plan(config: Mapping[str, Any], workdir: str | Path = ".", *, check_ag
     importing open_clip costs seconds in every small job.
     """
     workdir = Path(workdir)
-    benchmark = config.get("benchmark", {})
-    registry = _load_mini_registry(benchmark)
-    mini_names = tuple(registry)
+    benchmark = {"name": "mini", **config.get("benchmark", {})}
+    registry = _load_benchmark_registry(benchmark)
+    mini_names = tuple(registry) if benchmark["name"] == "mini" else ()
     for name, raw in config.get("datasets", {}).items():
         registry[name] = spec_from_config(name, raw)
     for name in registry:
@@ -299,8 +368,6 @@ def build_plan(config: Mapping[str, Any], workdir: str | Path = ".", *, check_ag
     if model_config_path and not (workdir / model_config_path).is_file():
         raise ConfigError(f"model.config: model config file {model_config_path} does not exist")
     pretrained_file = pretrained.get("file")
-    if pretrained_file is not None and not (workdir / pretrained_file).is_file():
-        raise ConfigError(f"model.pretrained.file: checkpoint {pretrained_file} does not exist")
     pretrain = pretrained.get("pretrain")
     if pretrain is not None:
         pool = pretrain.get("dataset", "pool")
@@ -309,6 +376,11 @@ def build_plan(config: Mapping[str, Any], workdir: str | Path = ".", *, check_ag
     model = ModelPlan(model_cfg["name"], model_cfg["arch"], model_config_path, pretrained_file, pretrain)
 
     streams = {name: build_stream(name, cfg, registry) for name, cfg in config["streams"].items()}
+    pool = _choose_pool(registry, config.get("pool"))
+    for name, stream in streams.items():
+        if "pool" in stream.needs and pool is None:
+            raise ConfigError(f"streams.{name}: concept_frequency counts concepts in the pretraining pool's captions, "
+                              "but no pretraining dataset is registered")
 
     mixtures = config.get("mixtures", {})
     base_training = {**TRAINING_DEFAULTS, **config.get("training", {})}
@@ -337,7 +409,8 @@ def build_plan(config: Mapping[str, Any], workdir: str | Path = ".", *, check_ag
             raise ConfigError(f"{where}.training: unknown key {unknown[0]!r} (known: {', '.join(sorted(TRAINING_DEFAULTS))})")
         training = {**base_training, **raw.get("training", {})}
         training["mixture"] = _resolve_mixture(training["mixture"], mixtures, f"{where}.training")
-        if training["mixture"]["pretrain"] > 0 and _pool_of(registry) is None:
+        training["buffer"] = _check_buffer(training["buffer"], f"{where}.training.buffer")
+        if training["mixture"]["pretrain"] > 0 and pool is None:
             raise ConfigError(f"{where}.training.mixture: replays the pretraining pool, but no pretraining dataset is registered")
         if training["budget"] not in BUDGET_MODES:
             raise ConfigError(f"{where}.training.budget: {training['budget']!r} is not one of {', '.join(BUDGET_MODES)}")
@@ -368,6 +441,12 @@ def build_plan(config: Mapping[str, Any], workdir: str | Path = ".", *, check_ag
                 raise ConfigError(f"evaluation.datasets: {n!r} is the pretraining pool, it has no test set to evaluate")
         eval_datasets = list(chosen)
 
+    figures = config.get("figures", {})
+    for comparison, spec in figures.get("comparisons", {}).items():
+        for run in spec["runs"]:
+            if run not in runs:
+                raise ConfigError(f"figures.comparisons.{comparison}.runs: unknown run {run!r} (runs: {', '.join(runs)})")
+
     return Plan(
         results=Path(config.get("results", "results")),
         registry=registry,
@@ -377,9 +456,12 @@ def build_plan(config: Mapping[str, Any], workdir: str | Path = ".", *, check_ag
         eval_datasets=tuple(eval_datasets),
         benchmark=benchmark,
         evaluation=evaluation,
-        figures=config.get("figures", {}),
+        figures=figures,
         mini_datasets=mini_names,
         budget={"memory": "counted", "extra_pass_samples": None, **config.get("budget", {})},
+        pool=pool,
+        validation={"enabled": False, "fraction": 0.1, "seed": 0, **config.get("validation", {})},
+        missing=tuple(_missing_files(registry, model, workdir)),
     )
 
 
@@ -400,6 +482,23 @@ def _check_schedule(where: str, training: Mapping[str, Any]) -> None:
         raise ConfigError(f"{where}.training: {err}") from None
 
 
-def _pool_of(registry: Mapping[str, DatasetSpec]) -> str | None:
-    return next((n for n, s in registry.items() if s.role == "pretraining"), None)
+def _choose_pool(registry: Mapping[str, DatasetSpec], chosen: str | None) -> str | None:
+    """The replayed pretraining dataset: ``pool`` from the config, else the only one registered."""
+    pools = [n for n, s in registry.items() if s.role == "pretraining"]
+    if chosen is not None:
+        if chosen not in pools:
+            raise ConfigError(f"pool: {chosen!r} is not a pretraining dataset of the registry (those are: {pools or 'none'})")
+        return chosen
+    if len(pools) > 1:
+        raise ConfigError(f"pool: several pretraining datasets are registered ({', '.join(pools)}); name the replayed one")
+    return pools[0] if pools else None
+
+
+def _check_buffer(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    from fomoflux.train.buffer import check_buffer
+
+    try:
+        return check_buffer({"policy": "all", "size": None, **raw})
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
 

@@ -25,34 +25,50 @@ def _manifests(dataset_dirs) -> list[Path]:
 # ---- data ------------------------------------------------------------------------------------------------
 
 
+def checksum_record(archive: str | Path) -> Path:
+    """Where the SHA-256 seen on an archive's first download is recorded (sha256sum format)."""
+    return Path(f"{archive}.sha256")
+
+
 def download_archive(job: Job, plan: Plan, log: logging.Logger) -> None:
-    from fomoflux.data.download import download
+    from fomoflux.data.download import download, verify_or_record
 
     source = job.params.source
     log.info("downloading %s -> %s", source["url"], job.output[0])
     digest = download(source["url"], Path(job.output[0]), source.get("sha256"), retries=source.get("retries", 3))
-    log.info("sha256 %s", digest)
-    if not source.get("sha256"):
-        # No published checksum: record the one seen on first download, so it can be pinned in the config.
-        io.write_text(f"{job.output[0]}.sha256", f"{digest}  {Path(job.output[0]).name}\n")
+    # The release publishes no checksums: the first download records its digest, every later one (and every
+    # sharding job) is verified against it, so a silently changed file on the server is caught.
+    verify_or_record(Path(job.output[0]), checksum_record(job.output[0]))
+    log.info("sha256 %s (recorded in %s)", digest, checksum_record(job.output[0]))
 
 
 def shard_dataset(job: Job, plan: Plan, log: logging.Logger) -> None:
+    from fomoflux.data.download import verify_or_record
+    from fomoflux.data.release import SkipLog
     from fomoflux.data.shards import build_dataset
 
     bench = plan.benchmark
+    spec = plan.registry[job.wildcards.dataset]
     archive = Path(job.input.archive[0]) if job.input.archive else None
+    if spec.obtained_by == "download" and archive is not None:
+        verify_or_record(archive, checksum_record(archive))
+    skipped = SkipLog()
     manifest = build_dataset(
-        plan.registry[job.wildcards.dataset],
+        spec,
         Path(job.output[0]),
         seed=bench["seed"],
         image_size=bench["image_size"],
         scale=bench["scale"],
         archive=archive,
         shard_size=bench["shard_size"],
+        on_bad_sample=bench.get("on_bad_sample", "error"),
+        skipped=skipped,
         # Snakemake removed the stale folder before the job; what is there now is ours to replace.
         overwrite=True,
     )
+    if skipped.count:
+        log.warning("skipped %d undecodable sample(s) (benchmark.on_bad_sample = skip), e.g. %s", skipped.count,
+                    "; ".join(f"{member}: {reason}" for member, reason in skipped.items[:5]))
     log.info("wrote %s", manifest)
 
 
@@ -66,9 +82,47 @@ def build_catalog(job: Job, plan: Plan, log: logging.Logger) -> None:
 
 def build_stream(job: Job, plan: Plan, log: logging.Logger) -> None:
     stream = plan.streams[job.wildcards.stream]
-    io.write_json(job.output.tasks, [list(t) for t in stream.tasks])
-    io.write_json(job.output.ordering, list(stream.entries))
-    log.info("stream %s: %d entries in %d tasks", stream.name, len(stream.entries), stream.num_tasks)
+    if stream.ordered_by_plan:
+        entries, tasks = list(stream.entries), [list(t) for t in stream.tasks]
+    else:
+        entries, tasks = _order_stream_from_data(job, plan, stream, log)
+    io.write_json(job.output.tasks, [list(t) for t in tasks])
+    io.write_json(job.output.ordering, entries)
+    log.info("stream %s (%s): %d entries in %d tasks", stream.name, stream.config.get("ordering"), len(entries),
+             len(tasks))
+
+
+def _order_stream_from_data(job: Job, plan: Plan, stream, log: logging.Logger):
+    import polars as pl
+
+    from fomoflux.stream import order_from_data
+
+    inputs: dict[str, Any] = {}
+    if "pool" in stream.needs:
+        inputs["pool_manifests"] = _manifests([job.input.pool])
+    if "class_accuracy" in stream.needs:
+        frame = pl.read_parquet(job.input.class_accuracy)
+        accuracy = dict(zip(frame["entry"].to_list(), frame["accuracy"].to_list()))
+        absent = [e for e in stream.entries if e not in accuracy]
+        if absent:
+            # A class without evaluation samples has no measured accuracy: it is ranked hardest, and said so.
+            log.warning("%d class(es) have no samples to measure zero-shot accuracy on; ranked last, e.g. %s",
+                        len(absent), absent[:5])
+            accuracy.update({e: -1.0 for e in absent})
+        inputs["class_accuracy"] = accuracy
+    if "base_model" in stream.needs:
+        from fomoflux.orderings import class_text_embeddings
+
+        device = _device()
+        model, tokenizer = _model(plan, job.input.checkpoint, device)
+        specs = [plan.registry[name] for name in stream.datasets()]
+        inputs["embeddings"] = class_text_embeddings(model, tokenizer, specs, list(stream.entries), device=device).cpu()
+    if "manifests" in stream.needs:
+        rows = _select(_manifests(job.input.datasets), plan, split="train", entries=list(stream.entries))
+        counts = rows.group_by("dataset", "class_name").len()
+        found = {f"{d}+++{c}": n for d, c, n in counts.iter_rows()}
+        inputs["sample_counts"] = {e: found.get(e, 0) for e in stream.entries}
+    return order_from_data(stream, **inputs)
 
 
 # ---- samples -----------------------------------------------------------------------------------------------
@@ -89,21 +143,41 @@ def replay_sample(n_rows: int, draws: int, seed: int, task: int) -> list[int] | 
     return sorted(chosen.tolist())
 
 
-def _load(manifests: list[Path], image_size: int, *, split: str, dataset: str | None = None,
-          entries: list[str] | None = None, keep: Callable[[int], list[int] | None] | None = None):
-    """Decode the samples of one dataset or of stream entries, from the manifests of a job's input datasets.
-    ``keep(n_rows)`` may choose which of the selected rows to decode."""
+def _select(manifests: list[Path], plan: Plan, *, split: str, dataset: str | None = None,
+            entries: list[str] | None = None, part: str = "train"):
+    """Manifest rows of one dataset or of stream entries. In validation mode, rows of a training split are cut into
+    the seeded train / validation parts and ``part`` says which one is wanted."""
     from fomoflux.data.catalog import select_rows
-    from fomoflux.data.loading import load_samples
 
     rows = select_rows(manifests, split=split, dataset=dataset, entries=entries)
+    validation = plan.validation
+    if validation["enabled"] and split == "train" and (dataset is None or plan.registry[dataset].role == "adaptation"):
+        from fomoflux.data.validation import split_rows
+
+        rows = split_rows(rows, part, fraction=validation["fraction"], seed=validation["seed"])
+    return rows
+
+
+def _decode(manifests: list[Path], rows, image_size: int):
+    """Decode manifest rows into a SampleSet (None for no rows)."""
+    from fomoflux.data.loading import load_samples
+
     if rows.height == 0:
         return None
-    chosen = keep(rows.height) if keep is not None else None
-    if chosen is not None:
-        rows = rows[chosen]
     # Manifests name shards relative to the folder that holds the dataset folders.
     return load_samples(manifests[0].parent.parent, rows, image_size)
+
+
+def _load(manifests: list[Path], plan: Plan, *, split: str, dataset: str | None = None,
+          entries: list[str] | None = None, keep: Callable[[int], list[int] | None] | None = None,
+          part: str = "train"):
+    """Decode the samples of one dataset or of stream entries, from the manifests of a job's input datasets.
+    ``keep(n_rows)`` may choose which of the selected rows to decode."""
+    rows = _select(manifests, plan, split=split, dataset=dataset, entries=entries, part=part)
+    chosen = keep(rows.height) if keep is not None and rows.height else None
+    if chosen is not None:
+        rows = rows[chosen]
+    return _decode(manifests, rows, plan.benchmark["image_size"])
 
 
 def _model(plan: Plan, checkpoint: str | Path | None, device: str = "cpu"):
@@ -128,7 +202,7 @@ def pretrain_base(job: Job, plan: Plan, log: logging.Logger) -> None:
     from fomoflux.train.loop import pretrain_base as pretrain
 
     cfg = dict(job.params.pretrain)
-    pool = _load(_manifests([job.input.pool]), plan.benchmark["image_size"], split="train", dataset=cfg["dataset"])
+    pool = _load(_manifests([job.input.pool]), plan, split="train", dataset=cfg["dataset"])
     if pool is None:
         raise DataError(f"{job.input.pool}: the pretraining pool {cfg['dataset']!r} has no training samples")
     log.info("pretraining %s on %d pool samples for %d steps", plan.model.arch, len(pool), cfg["steps"])
@@ -147,6 +221,46 @@ def pretrain_base(job: Job, plan: Plan, log: logging.Logger) -> None:
     save_checkpoint(model, job.output.checkpoint, metadata={"arch": plan.model.arch, "stage": "pretrain_base"})
 
 
+def import_checkpoint(job: Job, plan: Plan, log: logging.Logger) -> None:
+    """θ0 from the config's local checkpoint: loaded strictly into the architecture (a wrong file fails here, not
+    in the first training job), stored as safetensors like a pipeline-pretrained base."""
+    from fomoflux.model import save_checkpoint
+
+    source = Path(job.params.file)
+    if not source.is_file():
+        raise DataError(f"model.pretrained.file: checkpoint {source} does not exist")
+    model, _ = _model(plan, source)
+    save_checkpoint(model, job.output.checkpoint, metadata={"arch": plan.model.arch, "stage": "import_checkpoint",
+                                                            "source": str(source)})
+    log.info("imported %s (%s) -> %s", source, plan.model.arch, job.output.checkpoint)
+
+
+def class_accuracy(job: Job, plan: Plan, log: logging.Logger) -> None:
+    """Per-class zero-shot accuracy of θ0 on every adaptation dataset (test split, else train)."""
+    import polars as pl
+
+    from fomoflux.orderings import per_class_accuracy
+
+    device = _device()
+    manifests = _manifests(job.input.datasets)
+    model, tokenizer = _model(plan, job.input.checkpoint, device)
+    model.eval()
+    frames = []
+    for name, spec in plan.registry.items():
+        if spec.role != "adaptation" or not spec.classnames:
+            continue
+        split = "test" if "test" in spec.splits else "train"
+        samples = _load(manifests, plan, split=split, dataset=name)
+        if samples is None:
+            log.warning("dataset %s has no %s samples: its classes get no accuracy", name, split)
+            continue
+        frames.append(per_class_accuracy(model, tokenizer, spec, samples, batch_size=job.params.batch_size,
+                                         device=device))
+    table = pl.concat(frames) if frames else pl.DataFrame()
+    io.write_parquet(job.output[0], table)
+    log.info("per-class zero-shot accuracy of %d classes -> %s", table.height, job.output[0])
+
+
 # ---- training ----------------------------------------------------------------------------------------------
 
 
@@ -159,10 +273,13 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
     task = spec["task"]
     device = _device()
     manifests = _manifests(job.input.datasets)
-    image_size = plan.benchmark["image_size"]
     run = plan.runs[spec["run"]]
     stream = plan.streams[run.stream]
     training = spec["training"]
+    if stream.ordered_by_plan:
+        task_entries = [list(stream.task(t)) for t in range(1, task + 1)]
+    else:
+        task_entries = io.read_json(job.input.stream_tasks)[:task]
 
     model, tokenizer = _model(plan, job.input.checkpoint, device)
     # The full options (the spec holds only those training depends on, for invalidation).
@@ -176,15 +293,14 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
     steps = int(io.read_json(job.input.budget)["steps"])  # from the run's compute budget (rule run_budget)
     sources = {"update": None, "buffer": None, "pretrain": None}
     if run.updates_weights:
-        sources["update"] = _load(manifests, image_size, split="train", entries=spec["entries"])
-        past = [e for t in range(1, task) for e in stream.task(t)]
-        if past and training["mixture"]["buffer"] > 0:
-            sources["buffer"] = _load(manifests, image_size, split="train", entries=past)
+        sources["update"] = _load(manifests, plan, split="train", entries=task_entries[-1])
+        if task > 1 and training["mixture"]["buffer"] > 0:
+            sources["buffer"] = _load_buffer(manifests, plan, task_entries[:-1], training["buffer"], spec["seed"])
         if training["mixture"]["pretrain"] > 0:
             # An upper bound of what the pool's share of the task's steps draws.
             draws = steps * training["batch_size"]
             sources["pretrain"] = _load(
-                manifests, image_size, split="train", dataset=plan.pool_dataset,
+                manifests, plan, split="train", dataset=plan.pool_dataset,
                 keep=lambda n: replay_sample(n, draws, spec["seed"], task),
             )
     counts = {k: (len(v) if v is not None else 0) for k, v in sources.items()}
@@ -217,6 +333,31 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
         job.output.checkpoint,
         metadata={"arch": plan.model.arch, "run": run.name, "task": str(task), "method": spec["method"]},
     )
+
+
+def _load_buffer(manifests: list[Path], plan: Plan, past_tasks: list[list[str]], buffer: dict, seed: int):
+    """The replay buffer when the next task trains: every training sample of the past tasks, or the bounded
+    selection of ``buffer`` (reservoir / per-class quota) over them in stream order. Only what the buffer holds is
+    decoded."""
+    import polars as pl
+
+    from fomoflux.train.buffer import select_buffer
+
+    past = [e for entries in past_tasks for e in entries]
+    rows = _select(manifests, plan, split="train", entries=past)
+    if buffer["policy"] != "all":
+        task_of = pl.DataFrame(
+            {"entry": past, "task": [t for t, entries in enumerate(past_tasks, 1) for _ in entries]},
+            schema={"entry": pl.String, "task": pl.Int64},
+        )
+        rows = (
+            rows.with_columns((pl.col("dataset") + "+++" + pl.col("class_name")).alias("entry"))
+            .join(task_of, on="entry", how="left")
+            .drop("entry")
+            .sort("task", "dataset", "index")
+        )
+        rows = select_buffer(rows, policy=buffer["policy"], size=buffer["size"], seed=seed).drop("task")
+    return _decode(manifests, rows, plan.benchmark["image_size"])
 
 
 # ---- budgets and merges -----------------------------------------------------------------------------------
@@ -295,9 +436,14 @@ def evaluate(job: Job, plan: Plan, log: logging.Logger) -> None:
     datasets = []
     for name in params["datasets"]:
         spec = plan.registry[name]
-        samples = _load(manifests, plan.benchmark["image_size"], split="test", dataset=name)
+        if plan.validation["enabled"] and spec.role == "adaptation":
+            # Validation mode: adaptation datasets are scored on their held-out training samples, never on test.
+            samples = _load(manifests, plan, split="train", dataset=name, part="validation")
+        else:
+            samples = _load(manifests, plan, split="test", dataset=name)
         if samples is None:
-            raise DataError(f"dataset {name!r} has no test split to evaluate")
+            raise DataError(f"dataset {name!r} has no {'validation' if plan.validation['enabled'] else 'test'} "
+                            "samples to evaluate")
         if not params["full"]:
             samples = samples.select(
                 stratified_subset(
@@ -406,3 +552,16 @@ def plot_budgets(job: Job, plan: Plan, log: logging.Logger) -> None:
                      "reference_steps": budget["reference_steps"], "flops_ratio": budget.get("flops_ratio", 1.0),
                      "memory_ratio": budget.get("memory_ratio", 1.0)})
     plot(pl.DataFrame(rows), Path(job.output.png), Path(job.output.pdf))
+
+
+def plot_comparison(job: Job, plan: Plan, log: logging.Logger) -> None:
+    import polars as pl
+
+    from fomoflux.plots import plot_trajectories as plot
+
+    comparison = job.params.comparison
+    summary = pl.concat([pl.read_parquet(p) for p in job.input], how="diagonal_relaxed")
+    labels = comparison.get("labels", {})
+    if labels:
+        summary = summary.with_columns(pl.col("run").replace(labels))
+    plot(summary, Path(job.output.png), Path(job.output.pdf), title=comparison.get("title", job.wildcards.comparison))

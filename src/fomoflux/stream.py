@@ -1,50 +1,100 @@
 """Streams: an ordering of ``DATASET+++classname`` entries (the FoMo-in-Flux format) cut into tasks.
 
-A stream is the concatenation of *segments*; each segment orders the classes of some datasets (seeded random
-permutation, a FiF ordering file, or an explicit list). New data arriving for a deployed model is a new segment:
-with a fixed ``classes_per_task`` it appends tasks and leaves every earlier task exactly as it was, so the pipeline
-reruns only the new task updates.
+Orderings (``streams.<name>.ordering``), each optionally ``reverse``-d:
+
+- known when the plan is built (the DAG lists each task's classes): ``random`` (seeded), ``dataset_incremental``
+  (each dataset one contiguous block, datasets by release year), ``time_incremental`` (datasets by release year, the
+  classes of same-year datasets interleaved), ``file`` (a FiF ordering file, e.g. one of the paper's 29) and
+  ``entries`` (an explicit list);
+- computed by the ``build_stream`` stage from data (the DAG orders them after what they read):
+  ``concept_frequency`` (how often each class's concept occurs in the pretraining pool's captions, rare first),
+  ``easy_to_hard`` (the base model's per-class zero-shot accuracy, easy first) and ``concept_similarity`` (a
+  nearest-neighbour chain over the base model's text embeddings of the class prompts).
+
+Chunking: by class count (``tasks: T``, the paper's rule, or ``classes_per_task: k``) or, with ``chunk_by: samples``
+and ``tasks: T``, into T contiguous chunks of about equal training-sample counts (read from the manifests, so also a
+stage). The number of tasks is always known when the plan is built, so the DAG's shape never waits for data.
+
+A stream may be the concatenation of *segments* of plan-time orderings: new data arriving for a deployed model is a
+new segment; with a fixed ``classes_per_task`` it appends tasks and leaves every earlier task exactly as it was, so
+the pipeline reruns only the new task updates.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 
 from fomoflux.data.registry import DatasetSpec, split_entry
 from fomoflux.errors import ConfigError
 
+PLAN_ORDERINGS = ("random", "dataset_incremental", "time_incremental", "file", "entries")
+DATA_ORDERINGS = ("concept_frequency", "easy_to_hard", "concept_similarity")
+ORDERINGS = PLAN_ORDERINGS + DATA_ORDERINGS
+# What a data-dependent stream's build_stream stage reads (besides nothing for plan-time streams).
+ORDERING_NEEDS = {
+    "concept_frequency": "pool",
+    "easy_to_hard": "class_accuracy",
+    "concept_similarity": "base_model",
+}
+CHUNK_BY = ("classes", "samples")
+
 
 @dataclass(frozen=True)
 class Stream:
+    """A stream as the plan knows it.
+
+    entries:   the ordered stream; for a data-dependent stream (``tasks`` is None) its classes in registry order,
+               to be ordered by the build_stream stage.
+    tasks:     the entries of each task, or None until the build_stream stage has written them.
+    num_tasks: the number of tasks (known in both cases).
+    config:    the stream's settings, as the build_stream stage receives them.
+    needs:     what the build_stream stage reads: "pool", "class_accuracy", "base_model", "manifests".
+    """
+
     name: str
     entries: tuple[str, ...]
-    tasks: tuple[tuple[str, ...], ...]
+    tasks: tuple[tuple[str, ...], ...] | None
+    num_tasks: int
+    config: Mapping[str, Any] = field(default_factory=dict)
+    needs: frozenset[str] = frozenset()
 
     @property
-    def num_tasks(self) -> int:
-        return len(self.tasks)
+    def ordered_by_plan(self) -> bool:
+        """True when the plan knows every task's classes (no stage has to order or chunk the stream)."""
+        return self.tasks is not None
 
     def task(self, index: int) -> tuple[str, ...]:
         """Entries of task ``index`` (1-based: task 1 is the first update)."""
+        if self.tasks is None:
+            raise ConfigError(f"stream {self.name!r} is ordered by a stage; read its tasks from tasks.json")
         return self.tasks[index - 1]
 
     def history_digest(self, index: int) -> str:
         """A digest of tasks 1..index-1 (the buffer's content when task ``index`` trains)."""
         digest = hashlib.sha256()
-        for task in self.tasks[: index - 1]:
+        for task in (self.tasks or ())[: index - 1]:
             digest.update(json.dumps(task).encode())
         return digest.hexdigest()[:16]
 
+    def definition_digest(self) -> str:
+        """A digest of what determines a stage-ordered stream: its settings and its classes."""
+        blob = json.dumps({"config": self.config, "entries": self.entries}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
     def datasets_until(self, index: int) -> list[str]:
-        """Datasets whose classes occur in tasks 1..index (what that task's update and buffer read)."""
-        names = {split_entry(e)[0] for task in self.tasks[:index] for e in task}
-        return sorted(names)
+        """Datasets whose classes occur in tasks 1..index (what that task's update and buffer read); every dataset
+        of the stream when the order is not known yet."""
+        chosen = self.entries if self.tasks is None else [e for task in self.tasks[:index] for e in task]
+        return sorted({split_entry(e)[0] for e in chosen})
+
+    def datasets(self) -> list[str]:
+        return sorted({split_entry(e)[0] for e in self.entries})
 
 
 def adaptation_datasets(registry: Mapping[str, DatasetSpec]) -> list[str]:
@@ -60,6 +110,8 @@ def _segment_datasets(segment: Mapping[str, Any], registry: Mapping[str, Dataset
             raise ConfigError(f"{where}.datasets: unknown dataset {name!r} (known: {', '.join(sorted(registry))})")
         if registry[name].role != "adaptation":
             raise ConfigError(f"{where}.datasets: {name!r} is an {registry[name].role} dataset, not an adaptation dataset")
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError(f"{where}.datasets: a dataset is listed twice ({chosen})")
     return list(chosen)
 
 
@@ -77,25 +129,44 @@ def read_ordering_file(path: str | Path) -> list[str]:
     return entries
 
 
+def candidate_entries(segment: Mapping[str, Any], registry: Mapping[str, DatasetSpec], where: str) -> list[str]:
+    """The classes an ordering covers, in registry order: every streamed class of the segment's datasets."""
+    return [e for name in _segment_datasets(segment, registry, where) for e in registry[name].entries()]
+
+
 def order_segment(segment: Mapping[str, Any], registry: Mapping[str, DatasetSpec], where: str) -> list[str]:
+    """A plan-time ordering of one segment (``reverse`` applied)."""
+    from fomoflux import orderings
+
     ordering = segment.get("ordering")
+    seed = int(segment.get("seed", 0))
     if ordering == "random":
-        pool = [e for name in _segment_datasets(segment, registry, where) for e in registry[name].entries()]
-        permutation = np.random.default_rng(int(segment.get("seed", 0))).permutation(len(pool))
-        return [pool[i] for i in permutation]
-    if ordering == "file":
+        out = orderings.random_order(candidate_entries(segment, registry, where), seed)
+    elif ordering in ("dataset_incremental", "time_incremental"):
+        specs = [registry[name] for name in _segment_datasets(segment, registry, where)]
+        build = orderings.dataset_incremental if ordering == "dataset_incremental" else orderings.time_incremental
+        try:
+            out = build(specs, seed)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
+    elif ordering == "file":
         if "path" not in segment:
             raise ConfigError(f"{where}: ordering 'file' needs a 'path'")
-        return read_ordering_file(segment["path"])
-    if ordering == "entries":
+        out = read_ordering_file(segment["path"])
+    elif ordering == "entries":
         if "entries" not in segment:
             raise ConfigError(f"{where}: ordering 'entries' needs an 'entries' list")
-        return list(segment["entries"])
-    raise ConfigError(f"{where}.ordering: unknown ordering {ordering!r} (known: random, file, entries)")
+        out = list(segment["entries"])
+    elif ordering in DATA_ORDERINGS:
+        raise ConfigError(f"{where}.ordering: {ordering!r} is computed from data by a stage; it cannot be a segment "
+                          "of a growing stream (give it as the stream's only ordering)")
+    else:
+        raise ConfigError(f"{where}.ordering: unknown ordering {ordering!r} (known: {', '.join(ORDERINGS)})")
+    return out[::-1] if segment.get("reverse") else out
 
 
 def validate_entries(entries: Sequence[str], registry: Mapping[str, DatasetSpec], where: str) -> None:
-    """Every entry names an adaptation dataset of the registry and one of its classes; no entry twice."""
+    """Every entry names an adaptation dataset of the registry and one of its streamed classes; no entry twice."""
     seen: set[str] = set()
     classes = {name: set(spec.classnames) for name, spec in registry.items()}
     for position, entry in enumerate(entries):
@@ -106,8 +177,12 @@ def validate_entries(entries: Sequence[str], registry: Mapping[str, DatasetSpec]
             raise ConfigError(f"{where}: entry {position} {entry!r}: {dataset!r} is not an adaptation dataset")
         if classname not in classes[dataset]:
             raise ConfigError(f"{where}: entry {position} {entry!r}: dataset {dataset!r} has no class {classname!r}")
+        if classname in registry[dataset].unstreamed:
+            raise ConfigError(f"{where}: entry {position} {entry!r}: class {classname!r} of {dataset!r} is never "
+                              "streamed (it has no training samples)")
         if entry in seen:
-            raise ConfigError(f"{where}: entry {position} {entry!r} occurs twice in the stream")
+            first = list(entries).index(entry)
+            raise ConfigError(f"{where}: entry {position} {entry!r} occurs twice in the stream (first at {first})")
         seen.add(entry)
 
 
@@ -132,21 +207,87 @@ def chunk(entries: Sequence[str], *, classes_per_task: int | None = None, tasks:
     return out
 
 
+def _task_count(n_entries: int, cfg: Mapping[str, Any], where: str) -> int:
+    if (cfg.get("classes_per_task") is None) == (cfg.get("tasks") is None):
+        raise ConfigError(f"{where}: give exactly one of 'classes_per_task' or 'tasks'")
+    if cfg.get("tasks") is not None:
+        if cfg["tasks"] > n_entries:
+            raise ConfigError(f"{where}.tasks: a stream of {n_entries} classes cannot be cut into {cfg['tasks']} tasks")
+        return int(cfg["tasks"])
+    return math.ceil(n_entries / int(cfg["classes_per_task"]))
+
+
 def build_stream(name: str, cfg: Mapping[str, Any], registry: Mapping[str, DatasetSpec]) -> Stream:
     where = f"streams.{name}"
+    chunk_by = cfg.get("chunk_by", "classes")
+    if chunk_by not in CHUNK_BY:
+        raise ConfigError(f"{where}.chunk_by: {chunk_by!r} is not one of {', '.join(CHUNK_BY)}")
+    if chunk_by == "samples" and cfg.get("tasks") is None:
+        raise ConfigError(f"{where}: chunk_by 'samples' cuts the stream into a number of tasks: give 'tasks'")
     if "segments" in cfg:
         if "ordering" in cfg:
             raise ConfigError(f"{where}: give either 'ordering' (one segment) or 'segments', not both")
         segments = [(f"{where}.segments[{i}]", seg) for i, seg in enumerate(cfg["segments"])]
     else:
         if "ordering" not in cfg:
-            raise ConfigError(f"{where}: needs an 'ordering' (random, file, entries) or 'segments'")
+            raise ConfigError(f"{where}: needs an 'ordering' ({', '.join(ORDERINGS)}) or 'segments'")
         segments = [(where, cfg)]
-    entries: list[str] = []
-    for seg_where, segment in segments:
-        entries.extend(order_segment(segment, registry, seg_where))
+
+    ordering = cfg.get("ordering")
+    if ordering in DATA_ORDERINGS:
+        entries = candidate_entries(cfg, registry, where)
+        needs = {ORDERING_NEEDS[ordering]}
+    else:
+        entries = [e for seg_where, segment in segments for e in order_segment(segment, registry, seg_where)]
+        needs = set()
     if not entries:
         raise ConfigError(f"{where}: the stream has no entries")
     validate_entries(entries, registry, where)
+    if chunk_by == "samples":
+        needs.add("manifests")
+    num_tasks = _task_count(len(entries), cfg, where)
+    stage_config = {
+        "ordering": ordering or "segments",
+        "seed": int(cfg.get("seed", 0)),
+        "reverse": bool(cfg.get("reverse", False)),
+        "chunk_by": chunk_by,
+        "tasks": cfg.get("tasks"),
+        "classes_per_task": cfg.get("classes_per_task"),
+    }
+    if needs:
+        return Stream(name, tuple(entries), None, num_tasks, stage_config, frozenset(needs))
     tasks = chunk(entries, classes_per_task=cfg.get("classes_per_task"), tasks=cfg.get("tasks"))
-    return Stream(name=name, entries=tuple(entries), tasks=tuple(tasks))
+    return Stream(name, tuple(entries), tuple(tasks), len(tasks), stage_config)
+
+
+def order_from_data(stream: Stream, *, pool_manifests: Sequence[Path] = (), class_accuracy=None, embeddings=None,
+                    sample_counts: Mapping[str, int] | None = None) -> tuple[list[str], list[tuple[str, ...]]]:
+    """The ordered entries and tasks of a stage-built stream, from the data its ordering reads.
+
+    ``class_accuracy``: entry -> base-model zero-shot accuracy; ``embeddings``: text embeddings in entry order;
+    ``sample_counts``: entry -> training samples (for chunk_by samples).
+    """
+    from fomoflux import orderings
+
+    cfg = stream.config
+    seed, entries = cfg["seed"], list(stream.entries)
+    ordering = cfg["ordering"]
+    if ordering == "concept_frequency":
+        concepts = [orderings.concept(split_entry(e)[1]) for e in entries]
+        found = orderings.concept_frequencies(list(pool_manifests), sorted(set(concepts)))
+        ordered = orderings.frequency_order(entries, {e: found.get(c, 0) for e, c in zip(entries, concepts)}, seed)
+    elif ordering == "easy_to_hard":
+        ordered = orderings.easy_to_hard(entries, class_accuracy, seed)
+    elif ordering == "concept_similarity":
+        ordered = orderings.similarity_chain(entries, embeddings, seed)
+    else:  # a plan-time ordering that is stage-built only for its chunking
+        ordered = entries
+    if cfg["reverse"] and ordering in DATA_ORDERINGS:
+        ordered = orderings.reverse(ordered)
+    if cfg["chunk_by"] == "samples":
+        tasks = orderings.chunk_by_samples(ordered, sample_counts or {}, cfg["tasks"])
+    else:
+        tasks = chunk(ordered, classes_per_task=cfg["classes_per_task"], tasks=cfg["tasks"])
+    if len(tasks) != stream.num_tasks:
+        raise ConfigError(f"stream {stream.name!r}: {len(tasks)} tasks built, the plan expects {stream.num_tasks}")
+    return ordered, tasks

@@ -13,3 +13,4 @@ EVAL = 1  # zero-shot evaluation and retrieval
 REPORT = 1  # metric aggregation (A_KA, A_ZS, GM)
 BUDGET = 1  # step profiling (FLOPs, memory) and budgets
 MERGE = 1  # merge operators over saved checkpoints
+STREAM = 1  # orderings computed from data (concept frequency, easy-to-hard, similarity) and sample chunking

@@ -72,3 +72,74 @@ def test_bad_runs_fail_at_plan_time(config, edit, message):
     edit(bad)
     with pytest.raises(ConfigError, match=message):
         build_plan(bad)
+
+
+# ---- data: the real benchmark, the pool, buffers, validation ----------------------------------------------
+
+
+def fif_config(**fomo_in_flux) -> dict:
+    config = yaml.safe_load((ROOT / "config" / "fomo_in_flux.yaml").read_text())
+    config["benchmark"]["fomo_in_flux"] = fomo_in_flux
+    config.setdefault("evaluation", {}).setdefault("subset", {})
+    return config
+
+
+def test_paper_preset_plan_reports_what_is_missing(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    plan = build_plan(fif_config(), check_against_model=False)
+    assert len(plan.registry) == 64 and plan.pool == "pretraining_pool"  # 63 datasets + the replay pool
+    stream = plan.streams["random"]
+    assert len(stream.entries) == 18381 and stream.num_tasks == 20 and len(stream.task(1)) == 920
+    report = plan.missing_report()
+    assert report.startswith("2 input(s)") and "open_clip_model.safetensors" in report and "pretraining_pool" in report
+
+
+def test_paper_preset_mirrors_local_copies_and_pinned_digests(monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    copy_of_dtd = tmp_path / "DTD.tar"
+    copy_of_dtd.write_bytes(b"")
+    plan = build_plan(fif_config(urls={"CIFAR100": "file:///mirror/CIFAR100.tar"}, local={"DTD": str(copy_of_dtd)},
+                                 sha256={"MNIST": "a" * 64}, annotations=str(tmp_path)), check_against_model=False)
+    assert plan.registry["CIFAR100"].source == {"download": {"url": "file:///mirror/CIFAR100.tar",
+                                                             "format": "fomo_in_flux", "annotations": str(tmp_path)}}
+    assert plan.registry["DTD"].source["local"]["path"] == str(copy_of_dtd)
+    assert plan.registry["MNIST"].source["download"]["sha256"] == "a" * 64
+    assert not any("DTD" in item or "annotation" in item for item in plan.missing)
+    with pytest.raises(ConfigError, match="both a mirror URL and a local copy"):
+        build_plan(fif_config(urls={"DTD": "file:///x.tar"}, local={"DTD": "x.tar"}), check_against_model=False)
+    with pytest.raises(ConfigError, match="NOPE"):
+        build_plan(fif_config(local={"NOPE": "x.tar"}), check_against_model=False)
+
+
+def test_pool_buffer_and_comparison_are_checked(config):
+    config["datasets"] = {"laion": {"kind": "pretraining", "role": "pretraining",
+                                    "source": {"webdataset": {"urls": "shards/{0..3}.tar"}}}}
+    with pytest.raises(ConfigError, match="several pretraining datasets.*pool, laion"):
+        build_plan(config, check_against_model=False)
+    config["pool"] = "laion"
+    plan = build_plan(config, check_against_model=False)
+    assert plan.pool == "laion" and any("laion" in item for item in plan.missing)
+    config["pool"] = "shapes"
+    with pytest.raises(ConfigError, match="pool: 'shapes' is not a pretraining dataset"):
+        build_plan(config, check_against_model=False)
+    del config["pool"], config["datasets"]
+
+    config["runs"]["finetune"]["training"] = {"buffer": {"policy": "reservoir"}}
+    with pytest.raises(ConfigError, match="runs.finetune.training.buffer"):
+        build_plan(config, check_against_model=False)
+    config["runs"]["finetune"]["training"] = {"buffer": {"policy": "class_quota", "size": 100}}
+    plan = build_plan(config, check_against_model=False)
+    assert plan.runs["finetune"].training["buffer"] == {"policy": "class_quota", "size": 100}
+    assert plan.runs["lora"].training["buffer"] == {"policy": "all", "size": None}
+
+    config["figures"] = {"comparisons": {"c": {"runs": ["finetune", "nope"]}}}
+    with pytest.raises(ConfigError, match="figures.comparisons.c.runs: unknown run 'nope'"):
+        build_plan(config, check_against_model=False)
+
+
+def test_stage_ordered_stream_task_spec(config):
+    config["streams"]["random"] = {"ordering": "easy_to_hard", "classes_per_task": 9}
+    plan = build_plan(config, check_against_model=False)
+    run = plan.runs["finetune"]
+    spec = run.task_spec(plan.streams["random"], 2)
+    assert spec["entries"] is None and spec["stream"] == "random" and len(spec["stream_definition"]) == 16

@@ -1,5 +1,7 @@
 # Configuration, path templates and input functions. Logic lives in the fomoflux package; this file only
 # connects the plan to Snakemake.
+import dataclasses
+
 from snakemake.utils import validate
 
 from fomoflux import versions
@@ -13,6 +15,14 @@ try:
     PLAN = build_plan(config)
 except FomofluxError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
+
+if PLAN.missing:
+    # One message for everything missing. A dry run still lists the whole DAG; a real run stops before any job
+    # (onstart runs only for real runs, after the DAG is built and before the first job is scheduled).
+    logger.warning(f"fomoflux: {PLAN.missing_report()}")
+
+    onstart:
+        raise WorkflowError(f"fomoflux: not starting: {PLAN.missing_report()}")
 
 # One software environment for every rule (used with --software-deployment-method conda); the pinned
 # requirements are the same ones scripts/setup.sh installs.
@@ -30,6 +40,7 @@ TASKS = f"{RESULTS}/streams/{{stream}}/tasks.json"
 BASE_CHECKPOINT = f"{RESULTS}/models/{{model}}/base.safetensors"
 BASE_LOG = f"{RESULTS}/models/{{model}}/pretrain_log.parquet"
 BASE_EVAL = f"{RESULTS}/models/{{model}}/eval.parquet"
+CLASS_ACCURACY = f"{RESULTS}/models/{{model}}/class_accuracy.parquet"
 TASK_DIR = f"{RESULTS}/runs/{{run}}/task{{task}}"
 TASK_MERGE = f"{TASK_DIR}/merge_{{kind}}.safetensors"
 PROFILE = f"{RESULTS}/profiles/{{model}}/{{profile}}.json"
@@ -42,6 +53,7 @@ FIGURE_TRAJECTORIES = f"{RESULTS}/figures/trajectories.{{ext}}"
 FIGURE_HEATMAP = f"{RESULTS}/figures/heatmap_{{run}}.{{ext}}"
 FIGURE_SCHEDULES = f"{RESULTS}/figures/schedules.{{ext}}"
 FIGURE_BUDGETS = f"{RESULTS}/figures/budgets.{{ext}}"
+FIGURE_COMPARISON = f"{RESULTS}/figures/compare_{{comparison}}.{{ext}}"
 FIGURE_EXTS = ["png", "pdf"]
 
 
@@ -54,6 +66,7 @@ wildcard_constraints:
     ext=r"png|pdf",
     kind=r"sequential|oneshot|anchored",
     profile=r"[A-Za-z0-9_.-]+",
+    comparison=r"[A-Za-z0-9_.-]+",
 
 
 def task_name(task):
@@ -70,6 +83,7 @@ def all_targets():
         expand(FIGURE_HEATMAP, run=runs, ext=FIGURE_EXTS),
         expand(FIGURE_SCHEDULES, ext=FIGURE_EXTS) if trained_runs() else [],
         expand(FIGURE_BUDGETS, ext=FIGURE_EXTS) if trained_runs() else [],
+        expand(FIGURE_COMPARISON, comparison=list(PLAN.figures.get("comparisons", {})), ext=FIGURE_EXTS),
     ]
 
 
@@ -85,18 +99,25 @@ def dataset_dir(name):
 
 
 def get_archive(wildcards):
+    """What a dataset is sharded from: its downloaded archive, or its local copy (when it is there: a missing copy
+    is reported once for the whole config, see PLAN.missing)."""
     spec = PLAN.registry[wildcards.dataset]
-    return [ARCHIVE.format(dataset=wildcards.dataset)] if spec.obtained_by == "download" else []
+    if spec.obtained_by == "download":
+        return [ARCHIVE.format(dataset=wildcards.dataset)]
+    if spec.obtained_by == "local" and Path(spec.source["local"]["path"]).exists():
+        return [spec.source["local"]["path"]]
+    return []
 
 
 def dataset_params(wildcards):
     """What determines a dataset's shards (a change regenerates that dataset only)."""
     spec = PLAN.registry[wildcards.dataset]
-    params = {"spec": repr(spec), "version": versions.DATA}
+    # A dataset's year and its unstreamed classes shape streams, not shards: left out, so setting them keeps shards.
+    params = {"spec": repr(dataclasses.replace(spec, year=None, unstreamed=())), "version": versions.DATA}
     if spec.obtained_by == "generate":
         params.update({k: PLAN.benchmark[k] for k in ("seed", "scale", "image_size", "shard_size")})
     else:
-        params.update({k: PLAN.benchmark[k] for k in ("image_size", "shard_size")})
+        params.update({k: PLAN.benchmark[k] for k in ("image_size", "shard_size", "on_bad_sample")})
     return params
 
 
@@ -108,9 +129,42 @@ def all_dataset_dirs():
 
 
 def base_checkpoint():
-    if PLAN.model.pretrained_by_pipeline:
-        return BASE_CHECKPOINT.format(model=PLAN.model.name)
-    return PLAN.model.pretrained_file
+    """θ0: pretrained by the pipeline, or imported (checked and converted to safetensors) from the local file."""
+    return BASE_CHECKPOINT.format(model=PLAN.model.name)
+
+
+def pretrained_file_input():
+    path = PLAN.model.pretrained_file
+    return [path] if path and Path(path).is_file() else []
+
+
+def class_accuracy_inputs():
+    """The base model and every adaptation dataset (easy-to-hard orderings rank their classes by it)."""
+    names = [n for n, s in PLAN.registry.items() if s.role == "adaptation"]
+    return {"datasets": [dataset_dir(n) for n in names], "checkpoint": base_checkpoint()}
+
+
+def stream_inputs(wildcards):
+    """What a stage-ordered stream is computed from (nothing for a stream the plan orders)."""
+    stream = PLAN.streams[wildcards.stream]
+    inputs = {}
+    if "pool" in stream.needs:
+        inputs["pool"] = dataset_dir(PLAN.pool)
+    if "class_accuracy" in stream.needs:
+        inputs["class_accuracy"] = CLASS_ACCURACY.format(model=PLAN.model.name)
+    if "base_model" in stream.needs:
+        inputs["checkpoint"] = base_checkpoint()
+        inputs["model_config"] = model_config_input()
+    if "manifests" in stream.needs:
+        inputs["datasets"] = [dataset_dir(n) for n in stream.datasets()]
+    return inputs
+
+
+def stream_params(wildcards):
+    stream = PLAN.streams[wildcards.stream]
+    if stream.ordered_by_plan:
+        return {"tasks": [list(t) for t in stream.tasks]}
+    return {"config": dict(stream.config), "definition": stream.definition_digest(), "version": versions.STREAM}
 
 
 def model_config_input():
@@ -126,7 +180,7 @@ def pool_dir():
 
 def task_spec(wildcards):
     run = PLAN.runs[wildcards.run]
-    return run.task_spec(PLAN.streams[run.stream], int(wildcards.task))
+    return {**run.task_spec(PLAN.streams[run.stream], int(wildcards.task)), **validation_param()}
 
 
 def task_checkpoint(run, task):
@@ -222,7 +276,10 @@ def training_data(wildcards):
     names = stream.datasets_until(int(wildcards.task))
     if run.training["mixture"]["pretrain"] > 0:
         names.append(PLAN.pool_dataset)
-    return {"datasets": [dataset_dir(n) for n in names], "base": base_checkpoint(), "budget": run_budget(wildcards)}
+    inputs = {"datasets": [dataset_dir(n) for n in names], "base": base_checkpoint(), "budget": run_budget(wildcards)}
+    if not stream.ordered_by_plan:
+        inputs["stream_tasks"] = TASKS.format(stream=stream.name)
+    return inputs
 
 
 def run_task_dirs(run):
@@ -233,12 +290,18 @@ def run_task_dirs(run):
 # ---- evaluation and report -------------------------------------------------------------------------------
 
 
+def validation_param():
+    """Validation mode changes what is trained and evaluated on; when off it adds nothing, so caches stay valid."""
+    return {"validation": dict(PLAN.validation)} if PLAN.validation["enabled"] else {}
+
+
 def eval_params(full):
     return {
         "datasets": list(PLAN.eval_datasets),
         "full": full,
         "subset": dict(PLAN.evaluation["subset"]),
         "version": versions.EVAL,
+        **validation_param(),
     }
 
 

@@ -1,26 +1,71 @@
-# The base model: pretrained by the pipeline on the pretraining pool (the embedded default), or a local
-# checkpoint named in the config (then this rule does not run).
+# The base model θ0: pretrained by the pipeline on the pretraining pool (the embedded default), or imported from
+# the local checkpoint named in the config (loaded strictly into the architecture, stored as safetensors).
+
+if PLAN.model.pretrained_by_pipeline:
+
+    rule pretrain_base:
+        input:
+            pool=pool_dir(),
+            model_config=model_config_input(),
+        output:
+            checkpoint=BASE_CHECKPOINT,
+            log=BASE_LOG,
+        params:
+            arch=PLAN.model.arch,
+            pretrain=lambda wc: dict(PLAN.model.pretrain or {}),
+            version=versions.MODEL,
+        threads: 2
+        resources:
+            gpu=1,
+        log:
+            f"{LOGS}/pretrain_base/{{model}}.log",
+        benchmark:
+            f"{BENCH}/pretrain_base/{{model}}.tsv"
+        conda:
+            CONDA_ENV
+        script:
+            "../scripts/pretrain_base.py"
+
+else:
+
+    rule import_checkpoint:
+        input:
+            pretrained=pretrained_file_input(),
+            model_config=model_config_input(),
+        output:
+            checkpoint=BASE_CHECKPOINT,
+        params:
+            arch=PLAN.model.arch,
+            file=PLAN.model.pretrained_file,
+            version=versions.MODEL,
+        log:
+            f"{LOGS}/import_checkpoint/{{model}}.log",
+        benchmark:
+            f"{BENCH}/import_checkpoint/{{model}}.tsv"
+        conda:
+            CONDA_ENV
+        script:
+            "../scripts/import_checkpoint.py"
 
 
-rule pretrain_base:
+# Per-class zero-shot accuracy of θ0 on the adaptation datasets: what easy-to-hard streams are ordered by.
+rule class_accuracy:
     input:
-        pool=pool_dir(),
+        unpack(lambda wc: class_accuracy_inputs()),
         model_config=model_config_input(),
     output:
-        checkpoint=BASE_CHECKPOINT,
-        log=BASE_LOG,
+        CLASS_ACCURACY,
     params:
-        arch=PLAN.model.arch,
-        pretrain=lambda wc: dict(PLAN.model.pretrain or {}),
-        version=versions.MODEL,
-    threads: 2
+        batch_size=PLAN.evaluation["batch_size"],
+        version=versions.EVAL,
+    threads: PLAN.evaluation["threads"]
     resources:
-        gpu=1 if PLAN.model.pretrained_by_pipeline else 0,
+        gpu=1,
     log:
-        f"{LOGS}/pretrain_base/{{model}}.log",
+        f"{LOGS}/class_accuracy/{{model}}.log",
     benchmark:
-        f"{BENCH}/pretrain_base/{{model}}.tsv"
+        f"{BENCH}/class_accuracy/{{model}}.tsv"
     conda:
         CONDA_ENV
     script:
-        "../scripts/pretrain_base.py"
+        "../scripts/class_accuracy.py"

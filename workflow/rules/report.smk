@@ -94,3 +94,21 @@ rule plot_budgets:
         CONDA_ENV
     script:
         "../scripts/plot_budgets.py"
+
+
+# A trajectory figure over a chosen set of runs (figures.comparisons), e.g. one method under every stream ordering
+# or every data mixture, labelled by what differs.
+rule plot_comparison:
+    input:
+        lambda wc: [RUN_SUMMARY.format(run=r) for r in PLAN.figures["comparisons"][wc.comparison]["runs"]],
+    output:
+        png=FIGURE_COMPARISON.replace("{ext}", "png"),
+        pdf=FIGURE_COMPARISON.replace("{ext}", "pdf"),
+    params:
+        comparison=lambda wc: dict(PLAN.figures["comparisons"][wc.comparison]),
+    log:
+        f"{LOGS}/plot_comparison/{{comparison}}.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/plot_comparison.py"

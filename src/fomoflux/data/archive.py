@@ -7,15 +7,13 @@ order, so the same archive always gives the same indices.
 
 from __future__ import annotations
 
-import io
 import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
-from PIL import Image, ImageOps
-
 from fomoflux.data.registry import DatasetSpec
+from fomoflux.data.release import fit_square
 from fomoflux.data.shards import RawSample, encode_png
 from fomoflux.errors import DataError
 
@@ -107,14 +105,9 @@ def import_imagefolder(archive: Path, spec: DatasetSpec, split: str, image_size:
     encoded: list[bytes | None] = [None] * len(order)
     for name, payload in _iter_payloads(archive, set(members)):
         try:
-            with Image.open(io.BytesIO(payload)) as image:
-                rgb = image.convert("RGB")
-        except Exception as exc:  # PIL raises many types for a bad image
-            raise DataError(f"archive {archive}: member {name} is not a readable image ({exc})") from exc
-        if rgb.size != (image_size, image_size):
-            # Shorter side to image_size, then a centre crop: what open_clip's eval transform would do, so that
-            # storing at the model's resolution keeps its resize + crop an identity.
-            rgb = ImageOps.fit(rgb, (image_size, image_size), Image.Resampling.BICUBIC)
+            rgb = fit_square(payload, image_size)
+        except DataError as exc:
+            raise DataError(f"archive {archive}: member {name}: {exc}") from exc
         encoded[rank[name]] = encode_png(rgb)
 
     for i, name in enumerate(order):

@@ -28,13 +28,16 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
-from fomoflux.errors import DownloadError
+from fomoflux.errors import DataError, DownloadError
+from fomoflux.io import write_text
 
 CHUNK = 1 << 20
 USER_AGENT = "fomoflux-download/1"
 _RETRY_STATUS = {408, 429}
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)")
+# One line of sha256sum output: the digest, a space, ' ' (text mode) or '*' (binary mode), the file name.
+_SHA256SUM_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)")
 
 
 class _Retry(Exception):
@@ -181,4 +184,37 @@ def download(url: str, dest: Path, sha256: str | None, *, retries: int = 3, time
         part.unlink(missing_ok=True)
         raise DownloadError(f"{url}: SHA-256 mismatch: expected {expected}, got {actual} (file removed)")
     os.replace(part, dest)
+    return actual
+
+
+def _read_record(record: Path) -> tuple[str, str]:
+    """(digest, file name) from a one-line sha256sum record; DataError naming the record when it is malformed."""
+    lines = [line for line in record.read_text().splitlines() if line.strip()]
+    match = _SHA256SUM_LINE.fullmatch(lines[0]) if len(lines) == 1 else None
+    if match is None:
+        raise DataError(f"checksum record {record} is not one '<sha256>  <filename>' line (sha256sum format)")
+    return match.group(1).lower(), match.group(2)
+
+
+def verify_or_record(path: Path, record: Path) -> str:
+    """Check ``path`` against its checksum record, or write the record when there is none; returns the SHA-256.
+
+    ``record`` holds ``"<sha256>  <filename>\n"`` (what ``sha256sum`` writes, so ``sha256sum -c`` can check it from
+    the file's folder). The first call (e.g. right after the first download of a release without published
+    checksums) writes it atomically; later calls recompute the digest and raise DataError naming the file, both
+    digests and the record when they differ, or when the record names another file.
+    """
+    path, record = Path(path), Path(record)
+    if not path.is_file():
+        raise DataError(f"cannot checksum {path}: no such file")
+    actual = sha256_file(path)
+    if not record.exists():
+        write_text(record, f"{actual}  {path.name}\n")
+        return actual
+    expected, name = _read_record(record)
+    if name != path.name:
+        raise DataError(f"checksum record {record} is for {name!r}, not for {path}")
+    if actual != expected:
+        raise DataError(f"{path} has SHA-256 {actual} but its record {record} says {expected} (file changed or "
+                        f"corrupt; delete the record only if the new file is known to be right)")
     return actual

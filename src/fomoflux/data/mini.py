@@ -311,19 +311,20 @@ def mini_registry(image_size: int = 32) -> dict[str, DatasetSpec]:
                     source=_source("colors", test=600), splits=("test",)),
         DatasetSpec("scenes", "retrieval", "evaluation", (), caption_source="native",
                     source=_source("scenes", test=600), splits=("test",)),
-        # Adaptation: concepts absent from the pool; the stream has to teach them.
+        # Adaptation: concepts absent from the pool; the stream has to teach them. Their (invented) release years
+        # order time-incremental streams; glyphs and directions share one, so that stream interleaves them.
         DatasetSpec("digits", "classification", "adaptation", DIGIT_NAMES, "a handwritten digit {}.",
-                    source=_source("digits", train=_digits_count("train"), test=_digits_count("test"))),
+                    source=_source("digits", train=_digits_count("train"), test=_digits_count("test")), year=1998),
         DatasetSpec("new_shapes", "classification", "adaptation", render.NEW_SHAPES, "a drawing of the {} shape.",
-                    source=_source("new_shapes", train=750, test=300)),
+                    source=_source("new_shapes", train=750, test=300), year=2021),
         DatasetSpec("textures", "classification", "adaptation", render.TEXTURES, "a {} pattern.",
-                    source=_source("textures", train=750, test=300)),
+                    source=_source("textures", train=750, test=300), year=2014),
         DatasetSpec("glyphs", "classification", "adaptation", GLYPH_NAMES, "a drawing of the {}.",
-                    source=_source("glyphs", train=1000, test=400)),
+                    source=_source("glyphs", train=1000, test=400), year=2019),
         DatasetSpec("directions", "classification", "adaptation", tuple(render.DIRECTIONS), "an arrow pointing {}.",
-                    source=_source("directions", train=1000, test=400)),
+                    source=_source("directions", train=1000, test=400), year=2019),
         DatasetSpec("counting", "classification", "adaptation", COUNT_NAMES, "a picture of {}.",
-                    source=_source("counting", train=625, test=250)),
+                    source=_source("counting", train=625, test=250), year=2016),
     ]
     return {spec.name: spec for spec in specs}
 

@@ -15,6 +15,7 @@ from fomoflux.errors import ConfigError
 Kind = Literal["classification", "retrieval", "pretraining"]
 Role = Literal["adaptation", "evaluation", "pretraining"]
 ENTRY_SEPARATOR = "+++"
+SOURCE_KINDS = ("generate", "download", "local", "webdataset")
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,14 @@ class DatasetSpec:
     classnames:     the dataset's classes in its own order (retrieval sets streamed by pseudo-classes list them too).
     prompt:         the zero-shot prompt template with one ``{}`` for the class name.
     caption_source: ``native`` (the dataset has captions) or ``generated`` (visual description + class prompt).
-    source:         how to obtain it: ``{"generate": {...}}`` or ``{"download": {"url": ..., "sha256": ..., ...}}``.
+    source:         how to obtain it, exactly one of: ``{"generate": {...}}`` (the mini benchmark),
+                    ``{"download": {"url": ..., "sha256": ..., "format": ...}}`` (an archive fetched over http(s) or
+                    file://), ``{"local": {"path": ..., "format": ...}}`` (an existing folder or archive on a shared
+                    file system) or ``{"webdataset": {"urls": ...}}`` (existing webdataset shards, e.g. a replay pool).
     splits:         the splits it provides.
+    year:           release year (time-incremental streams order datasets by it); None if unknown.
+    unstreamed:     classes that exist for evaluation but are never streamed (FoMo-in-Flux streams a few classes of
+                    some datasets not at all, as they have no training images); ``entries()`` leaves them out.
     """
 
     name: str
@@ -41,6 +48,8 @@ class DatasetSpec:
     caption_source: Literal["native", "generated"] = "generated"
     source: Mapping[str, Any] = field(default_factory=dict)
     splits: tuple[str, ...] = ("train", "test")
+    year: int | None = None
+    unstreamed: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind == "classification" and not self.classnames:
@@ -52,18 +61,22 @@ class DatasetSpec:
         for cls in self.classnames:
             if ENTRY_SEPARATOR in cls:
                 raise ConfigError(f"dataset {self.name!r}: class name {cls!r} contains {ENTRY_SEPARATOR!r}")
-        if len(self.source) != 1 or next(iter(self.source)) not in ("generate", "download"):
+        if len(self.source) != 1 or next(iter(self.source)) not in SOURCE_KINDS:
             raise ConfigError(
-                f"dataset {self.name!r}: source must have exactly one of 'generate' or 'download', got {dict(self.source)}"
+                f"dataset {self.name!r}: source must have exactly one of {', '.join(SOURCE_KINDS)}, got {dict(self.source)}"
             )
+        stray = sorted(set(self.unstreamed) - set(self.classnames))
+        if stray:
+            raise ConfigError(f"dataset {self.name!r}: unstreamed class(es) {stray} are not among its classnames")
 
     @property
     def obtained_by(self) -> str:
         return next(iter(self.source))
 
     def entries(self) -> list[str]:
-        """The dataset's stream entries ``DATASET+++classname`` in class order."""
-        return [f"{self.name}{ENTRY_SEPARATOR}{cls}" for cls in self.classnames]
+        """The dataset's stream entries ``DATASET+++classname`` in class order (its unstreamed classes left out)."""
+        skip = set(self.unstreamed)
+        return [f"{self.name}{ENTRY_SEPARATOR}{cls}" for cls in self.classnames if cls not in skip]
 
     def class_prompt(self, classname: str) -> str:
         return self.prompt.format(classname)
@@ -89,6 +102,8 @@ def spec_from_config(name: str, raw: Mapping[str, Any]) -> DatasetSpec:
             caption_source=raw.get("caption_source", "generated"),
             source=dict(raw["source"]),
             splits=tuple(raw.get("splits", ("train", "test"))),
+            year=raw.get("year"),
+            unstreamed=tuple(raw.get("unstreamed", ())),
         )
     except KeyError as missing:
         raise ConfigError(f"datasets.{name}: missing key {missing}") from None

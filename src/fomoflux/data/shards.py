@@ -229,17 +229,60 @@ def read_manifest(dataset_dir: Path) -> "pl.DataFrame":
 
 
 def build_dataset(spec: "DatasetSpec", out_dir: Path, *, seed: int, image_size: int, scale: float = 1.0,
-                  archive: Path | None = None, shard_size: int = 2000, overwrite: bool = False) -> Path:
-    """Materialise one registry dataset as shards: generated specs are drawn (``seed``, ``scale``), download specs
-    are imported from their already-downloaded ``archive`` (``scale`` does not apply to them)."""
-    if spec.obtained_by == "generate":
+                  archive: Path | None = None, shard_size: int = 2000, overwrite: bool = False,
+                  on_bad_sample: str = "error", skipped=None) -> Path:
+    """Materialise one registry dataset as shards, by its source:
+
+    - ``generate``: drawn by the mini benchmark (``seed``, ``scale``);
+    - ``download``: imported from its already-downloaded ``archive``; ``local``: from its folder or archive in place.
+      Format ``imagefolder`` (``<split>/<class>/<image>``) or ``fomo_in_flux`` (the release's layout and annotations);
+    - ``webdataset``: existing webdataset shards (a replay pool), re-encoded at ``image_size``.
+
+    ``scale`` applies to generated data only. ``on_bad_sample`` / ``skipped`` (a SkipLog): an image that does not
+    decode is an error, or a counted skip (imports only; generated data is always valid).
+    """
+    kind = spec.obtained_by
+    if kind == "generate":
         from fomoflux.data.mini import generate_split
 
         splits = {split: generate_split(spec, split, seed, image_size, scale) for split in spec.splits}
-    else:
+        return write_dataset(splits, dataset=spec.name, out_dir=out_dir, shard_size=shard_size, overwrite=overwrite)
+    if kind == "webdataset":
+        from fomoflux.data.pool import convert_webdataset_pool, expand_shards
+
+        log = convert_webdataset_pool(expand_shards(spec.source["webdataset"]["urls"]), spec, out_dir,
+                                      image_size=image_size, shard_size=shard_size, on_bad_sample=on_bad_sample,
+                                      overwrite=overwrite)
+        _merge_skips(log, skipped)
+        return Path(out_dir)
+    source = spec.source[kind]
+    if kind == "download":
         if archive is None:
             raise ConfigError(f"dataset {spec.name!r} is downloaded: build_dataset needs its archive")
-        from fomoflux.data.archive import import_imagefolder
+        path = Path(archive)
+    else:
+        path = Path(source["path"])
+        if not path.exists():
+            raise DataError(f"dataset {spec.name!r}: local copy {path} does not exist")
+    if source.get("format", "imagefolder") == "fomo_in_flux":
+        from fomoflux.data.release import convert_release_dataset
 
-        splits = {split: import_imagefolder(archive, spec, split, image_size) for split in spec.splits}
+        annotations = source.get("annotations")
+        log = convert_release_dataset(path, spec, out_dir, image_size=image_size, shard_size=shard_size,
+                                      annotations=Path(annotations) if annotations else None,
+                                      on_bad_sample=on_bad_sample, overwrite=overwrite)
+        _merge_skips(log, skipped)
+        return Path(out_dir)
+    if path.is_dir():
+        raise DataError(f"dataset {spec.name!r}: an imagefolder source must be an archive (.tar, .tar.gz, .zip), "
+                        f"got the folder {path}")
+    from fomoflux.data.archive import import_imagefolder
+
+    splits = {split: import_imagefolder(path, spec, split, image_size) for split in spec.splits}
     return write_dataset(splits, dataset=spec.name, out_dir=out_dir, shard_size=shard_size, overwrite=overwrite)
+
+
+def _merge_skips(log, into) -> None:
+    """Hand an importer's skips to the caller's SkipLog (already logged once, by the importer)."""
+    if into is not None and log is not None:
+        into.items.extend(log.items)

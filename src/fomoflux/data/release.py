@@ -1,0 +1,354 @@
+"""Converting the FoMo-in-Flux release's dataset tars (or extracted copies of them) into our shards.
+
+Release layout
+--------------
+A dataset ``<NAME>`` (its release name, e.g. ``CLRS``) comes as ``<NAME>.tar`` (plain or compressed) or as that tar
+already extracted into a folder on a shared file system. Its images lie under ``<NAME>/`` at any depth, e.g.
+``CLRS/CLRS/railway/railway_589.jpg``.
+
+Each split has an annotation file ``<NAME>_<split>.json`` (``CLRS_train.json``, ``CLRS_test.json``): a JSON object
+mapping an image path, relative to the folder that contains ``<NAME>/`` (so it starts with ``<NAME>/``), to ::
+
+    {"classname": str | null, "target": int | null, "default_caption": str | list[str] | null,
+     "primer_caption": str | null, "synthetic_caption": list[str] | null, "synthetic_merged_caption": str | null}
+
+The annotation file is taken from the first of these places that has it:
+
+1. the ``annotations`` folder the caller gives (the release's ``data_lib/00_info``), as ``<NAME>_<split>.json``;
+2. inside the archive or folder, as ``<NAME>_<split>.json``;
+3. inside the archive or folder, as ``<NAME>/<NAME>_<split>.json``.
+
+(Reading it from inside a tar costs a pass over the tar up to it; the release keeps them in ``data_lib/00_info``.)
+Files the annotation does not list (hidden files, ``__MACOSX/``, READMEs, images of other splits) are ignored.
+
+Conversion
+----------
+The index of a sample is the rank of its image path among the split's annotation keys, sorted, so the same release
+always gives the same indices. Images are read in one sequential pass, in archive order (a folder: sorted path
+order), so a compressed tar is never decompressed twice for the images and no more than one image is held at a
+time; the shard writer and manifest do not need index order. Captions (the first one is the evaluation caption):
+
+- ``caption_source == "native"``: the record's ``default_caption`` (one or several);
+- ``caption_source == "generated"``: ``synthetic_merged_caption`` and ``primer_caption``, those that exist;
+
+either falling back to the spec's class prompt of the record's class when the record has none of them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import lzma
+import tarfile
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageOps
+
+from fomoflux.data.registry import DatasetSpec
+from fomoflux.data.shards import RawSample, encode_png, write_dataset
+from fomoflux.errors import ConfigError, DataError
+
+LOG = logging.getLogger("fomoflux.data")
+BAD_SAMPLE_POLICIES = ("error", "skip")
+# Everything a damaged (cut, corrupt) tar or compressed stream raises while it is read sequentially.
+_ARCHIVE_READ_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
+
+
+@dataclass
+class SkipLog:
+    """The samples left out (``on_bad_sample="skip"``): each as ``(member, reason)``, and each logged as a warning."""
+
+    items: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.items)
+
+    def add(self, member: str, reason: str) -> None:
+        """Remember one skipped sample and log it at WARNING on the ``fomoflux.data`` logger."""
+        self.items.append((member, reason))
+        LOG.warning("skipped %s: %s", member, reason)
+
+
+@dataclass(frozen=True)
+class _Annotated:
+    """What the annotation says about one image, ready to become a RawSample once its bytes are read."""
+
+    index: int
+    captions: tuple[str, ...]
+    class_id: int
+    class_name: str | None
+
+
+def fit_square(payload: bytes, size: int) -> Image.Image:
+    """Decode image bytes to RGB, resized so the shorter side is ``size`` and centre-cropped square (BICUBIC).
+
+    Returns the image unchanged (but RGB) when it already is ``size`` x ``size``. Raises DataError, without a
+    file name (the caller knows it), when the bytes are not a readable image.
+    """
+    try:
+        image = Image.open(io.BytesIO(payload))
+        image.load()  # decode now: a truncated file fails here, not later inside the resize
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for a bad image
+        raise DataError(f"not a readable image ({exc.__class__.__name__}: {exc})") from exc
+    if rgb.size == (size, size):
+        return rgb
+    # Shorter side to size, then a centre crop: what open_clip's eval transform does, so storing images at the
+    # model's resolution keeps its own resize + crop an identity.
+    return ImageOps.fit(rgb, (size, size), Image.Resampling.BICUBIC)
+
+
+# --- annotations ------------------------------------------------------------------------------------------------
+
+
+def _member_path(name: str) -> str:
+    """A tar member name as an annotation key: POSIX, without a leading './'."""
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+def _annotation_candidates(name: str, split: str) -> tuple[str, str]:
+    """The two places inside an archive or folder where the split's annotation may be, in order of preference."""
+    filename = f"{name}_{split}.json"
+    return filename, f"{name}/{filename}"
+
+
+def _read_annotation_in_tar(archive: Path, candidates: tuple[str, ...]) -> tuple[bytes, str] | None:
+    """(bytes, where) of the first candidate member present in the tar, or None; one pass, stopped early when the
+    most preferred candidate turns up."""
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            while (member := tar.next()) is not None:
+                tar.members.clear()  # see _tar_payloads
+                path = _member_path(member.name)
+                if member.isfile() and path in candidates and path not in found:
+                    handle = tar.extractfile(member)
+                    assert handle is not None  # a regular file always has a file object
+                    found[path] = handle.read()
+                    if path == candidates[0]:
+                        break
+    except _ARCHIVE_READ_ERRORS as exc:
+        raise DataError(f"archive {archive} is truncated or corrupt ({exc.__class__.__name__}: {exc})") from exc
+    for path in candidates:
+        if path in found:
+            return found[path], f"{archive}:{path}"
+    return None
+
+
+def _folder_candidates(folder: Path, name: str, candidates: tuple[str, ...]) -> list[Path]:
+    """Where a split's annotation may be in an extracted release: relative to ``folder`` and, when ``folder`` is the
+    ``<NAME>`` folder itself, relative to its parent too (in that order, without repeats)."""
+    roots = [folder, folder.parent] if folder.name == name else [folder]
+    paths = [root / relative for root in roots for relative in candidates]
+    return list(dict.fromkeys(paths))
+
+
+def _load_annotation_bytes(source: Path, name: str, split: str, annotations: Path | None) -> tuple[bytes, str]:
+    """The raw annotation JSON of ``split`` and where it came from; DataError naming every place looked at."""
+    candidates = _annotation_candidates(name, split)
+    looked: list[str] = []
+    if annotations is not None:
+        given = Path(annotations) / candidates[0]
+        if given.is_file():
+            return given.read_bytes(), str(given)
+        looked.append(str(given))
+    if source.is_dir():
+        for path in _folder_candidates(source, name, candidates):
+            if path.is_file():
+                return path.read_bytes(), str(path)
+            looked.append(str(path))
+    else:
+        hit = _read_annotation_in_tar(source, candidates)
+        if hit is not None:
+            return hit
+        looked.extend(f"{source}:{relative}" for relative in candidates)
+    raise DataError(f"no annotation for split {split!r} of dataset {name!r}; looked for: {', '.join(looked)}")
+
+
+def _caption_list(value: Any, where: str, key: str, field_name: str) -> list[str]:
+    """A caption field (str, list of str or null) as a list of its non-blank captions."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        values = [value]
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        values = value
+    else:
+        raise DataError(f"{where}: {key!r} has {field_name} {value!r}; expected a string, a list of strings or null")
+    return [v for v in values if v.strip()]
+
+
+def _captions(record: Mapping[str, Any], spec: DatasetSpec, where: str, key: str) -> tuple[str, ...]:
+    """The sample's captions, evaluation caption first (see the module docstring); DataError when there are none."""
+    if spec.caption_source == "native":
+        captions = _caption_list(record.get("default_caption"), where, key, "default_caption")
+    else:
+        captions = []
+        for field_name in ("synthetic_merged_caption", "primer_caption"):
+            captions += _caption_list(record.get(field_name), where, key, field_name)
+    if captions:
+        return tuple(captions)
+    classname = record.get("classname")
+    if classname is None:
+        raise DataError(f"{where}: {key!r} has no caption and no classname to build one from")
+    return (spec.class_prompt(classname),)
+
+
+def _annotate(record: Any, spec: DatasetSpec, class_ids: Mapping[str, int], where: str, key: str,
+              index: int) -> _Annotated:
+    """One annotation record checked and turned into an _Annotated (DataError naming the file and key)."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: the record of {key!r} is {type(record).__name__}, not a JSON object")
+    classname = record.get("classname")
+    if classname is not None and not isinstance(classname, str):
+        raise DataError(f"{where}: {key!r} has classname {classname!r}, not a string")
+    class_id, class_name = -1, None
+    if classname is not None and spec.classnames:
+        if classname not in class_ids:
+            raise DataError(f"{where}: {key!r} has class {classname!r}, which dataset {spec.name!r} does not list")
+        class_id, class_name = class_ids[classname], classname
+    # Without classes in the spec a sample has no class id; the manifest wants class_name null then too.
+    return _Annotated(index, _captions(record, spec, where, key), class_id, class_name)
+
+
+def _load_annotations(source: Path, spec: DatasetSpec, name: str, split: str,
+                      annotations: Path | None) -> dict[str, _Annotated]:
+    """image path -> _Annotated for every image of the split, indexed by sorted rank of the paths."""
+    raw, where = _load_annotation_bytes(source, name, split, annotations)
+    try:
+        table = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"annotation {where} is not valid JSON ({exc})") from exc
+    if not isinstance(table, dict):
+        raise DataError(f"annotation {where} must be a JSON object (image path -> record), got {type(table).__name__}")
+    if not table:
+        raise DataError(f"annotation {where} lists no images")
+    class_ids = {cls: i for i, cls in enumerate(spec.classnames)}
+    keys = sorted(table)
+    notes = {_member_path(key): _annotate(table[key], spec, class_ids, where, key, i) for i, key in enumerate(keys)}
+    if len(notes) != len(keys):
+        raise DataError(f"annotation {where} lists some images twice (once with a leading './')")
+    return notes
+
+
+# --- reading images ---------------------------------------------------------------------------------------------
+
+
+def _tar_payloads(archive: Path, wanted: Mapping[str, _Annotated]) -> Iterator[tuple[str, bytes]]:
+    """(path, bytes) of every wanted regular file, in archive order, in one pass; DataError for a damaged archive,
+    a wanted path that is a link, or one that occurs twice."""
+    seen: set[str] = set()
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            while (member := tar.next()) is not None:
+                # tarfile keeps every TarInfo it reads, for random access later; one pass needs none of them, so
+                # dropping them keeps memory flat however many files the archive has.
+                tar.members.clear()
+                path = _member_path(member.name)
+                if path not in wanted:
+                    continue  # hidden files, __MACOSX/, READMEs, images of other splits: never samples here
+                if not member.isfile():
+                    raise DataError(f"archive {archive}: member {member.name} is not a regular file (a link?)")
+                if path in seen:
+                    raise DataError(f"archive {archive}: member {member.name} occurs twice")
+                seen.add(path)
+                handle = tar.extractfile(member)
+                assert handle is not None  # a regular file always has a file object
+                yield path, handle.read()
+    except _ARCHIVE_READ_ERRORS as exc:
+        raise DataError(f"archive {archive} is truncated or corrupt ({exc.__class__.__name__}: {exc})") from exc
+
+
+def _folder_root(folder: Path, name: str, first_key: str) -> Path:
+    """The folder the annotation keys are relative to: ``folder`` itself (it holds ``<NAME>/``) or, when ``folder``
+    is the ``<NAME>`` folder, its parent."""
+    if folder.name == name and not (folder / first_key).is_file() and (folder.parent / first_key).is_file():
+        return folder.parent
+    return folder
+
+
+def _folder_payloads(root: Path, wanted: Mapping[str, _Annotated]) -> Iterator[tuple[str, bytes]]:
+    """(path, bytes) of every wanted file that exists under ``root``, in sorted path order."""
+    for path in sorted(wanted):
+        file = root / path
+        if file.is_file():
+            yield path, file.read_bytes()
+
+
+def _samples(source: Path, spec: DatasetSpec, name: str, split: str, image_size: int,
+             wanted: dict[str, _Annotated], on_bad_sample: str, skipped: SkipLog) -> Iterator[RawSample]:
+    """The generator behind iter_release_samples (arguments already checked, annotations loaded)."""
+    if source.is_dir():
+        root = _folder_root(source, name, next(iter(wanted)))
+        payloads = _folder_payloads(root, wanted)
+        kind = "folder"
+    else:
+        payloads = _tar_payloads(source, wanted)
+        kind = "archive"
+    found: set[str] = set()
+    for path, payload in payloads:
+        found.add(path)
+        try:
+            image = fit_square(payload, image_size)
+        except DataError as exc:
+            if on_bad_sample == "error":
+                raise DataError(f"{kind} {source}: member {path}: {exc}") from exc
+            skipped.add(path, f"{kind} {source}, dataset {spec.name!r} split {split!r}: {exc}")
+            continue
+        note = wanted[path]
+        yield RawSample(index=note.index, image=encode_png(image), captions=note.captions,
+                        class_id=note.class_id, class_name=note.class_name)
+    missing = sorted(set(wanted) - found)
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DataError(f"{kind} {source}: {len(missing)} image(s) of split {split!r} listed in the annotation are "
+                        f"not in it (truncated archive, or annotation of another version?): {shown}")
+
+
+def iter_release_samples(source: Path, spec: DatasetSpec, split: str, image_size: int, *,
+                         annotations: Path | None = None, on_bad_sample: str = "error",
+                         skipped: SkipLog | None = None, release_name: str | None = None) -> Iterator[RawSample]:
+    """The ``split`` of a release dataset as RawSamples in archive order (RGB, ``image_size`` square, PNG bytes).
+
+    ``source`` is the dataset's tar (any compression ``tarfile`` reads) or the folder it was extracted into (or the
+    ``<NAME>`` folder in there); ``release_name`` is ``<NAME>`` (default: ``spec.name``). An image that does not
+    decode is a DataError with ``on_bad_sample="error"``, and is left out and recorded in ``skipped`` (a warning is
+    logged) with ``"skip"``. Raises ConfigError for a bad argument; DataError (naming the archive and member) for a
+    missing annotation, a class the spec does not list, a damaged archive or an annotated image that is absent.
+    Arguments and annotations are checked at the call, images while iterating.
+    """
+    source = Path(source)
+    if on_bad_sample not in BAD_SAMPLE_POLICIES:
+        raise ConfigError(f"on_bad_sample must be one of {BAD_SAMPLE_POLICIES}, got {on_bad_sample!r}")
+    if image_size < 1:
+        raise ConfigError(f"image_size must be at least 1, got {image_size}")
+    if not source.exists():
+        raise DataError(f"dataset {spec.name!r}: source {source} does not exist")
+    name = release_name or spec.name
+    wanted = _load_annotations(source, spec, name, split, annotations)
+    return _samples(source, spec, name, split, image_size, wanted, on_bad_sample,
+                    skipped if skipped is not None else SkipLog())
+
+
+def convert_release_dataset(source: Path, spec: DatasetSpec, out_dir: Path, *, image_size: int, shard_size: int,
+                            annotations: Path | None, on_bad_sample: str, overwrite: bool = False,
+                            release_name: str | None = None) -> SkipLog:
+    """Write every split of ``spec`` from a release archive or folder to ``out_dir`` (shards + manifest, see
+    ``write_dataset``); returns the samples skipped across all splits. Errors as for ``iter_release_samples``;
+    on any error nothing appears under ``out_dir``."""
+    skipped = SkipLog()
+    splits = {
+        split: iter_release_samples(source, spec, split, image_size, annotations=annotations,
+                                    on_bad_sample=on_bad_sample, skipped=skipped, release_name=release_name)
+        for split in spec.splits
+    }
+    write_dataset(splits, dataset=spec.name, out_dir=Path(out_dir), shard_size=shard_size, overwrite=overwrite)
+    return skipped

@@ -1,0 +1,87 @@
+"""Validation mode: a seeded per-class split of the training data, for hyperparameter searches.
+
+Which training samples are held out depends only on (seed, dataset, sample index) and the class sizes, never on
+which task or job asks: a task update and the evaluation after it always agree on the split, and a sample's fate
+does not change when other datasets are added.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fomoflux.errors import ConfigError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix64(values: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser, vectorised: a well-spread, platform-independent 64-bit hash of uint64 values."""
+    z = values.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = (z + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
+        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+    return z ^ (z >> np.uint64(31))
+
+
+def sample_keys(datasets: "pl.Series", indices: "pl.Series", seed: int) -> np.ndarray:
+    """A seeded uint64 sort key per sample, from (seed, dataset name, sample index) only."""
+    salts = {
+        name: int.from_bytes(hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest(), "little")
+        for name in datasets.unique().to_list()
+    }
+    salt = np.array([salts[name] for name in datasets.to_list()], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        return _mix64(salt ^ _mix64(indices.to_numpy().astype(np.uint64)))
+
+
+def held_out_count(n: int, fraction: float) -> int:
+    """How many of a class's n training samples are held out: ⌈fraction·n⌉, but never the class's last sample."""
+    if n < 2:
+        return 0
+    return min(n - 1, max(1, math.ceil(fraction * n)))
+
+
+def validation_mask(rows: "pl.DataFrame", *, fraction: float, seed: int) -> np.ndarray:
+    """Boolean array over ``rows`` (manifest rows of training splits): True for the held-out validation samples.
+
+    Per class (dataset, class_name), the ``held_out_count`` samples with the smallest seeded key are held out.
+    Rows without a class (caption-only data) are never held out.
+    """
+    import polars as pl
+
+    if not 0 < fraction < 1:
+        raise ConfigError(f"validation.fraction must be in (0, 1), got {fraction}")
+    for column in ("dataset", "index", "class_name"):
+        if column not in rows.columns:
+            raise ValueError(f"validation_mask: rows lack column {column!r}")
+    if rows.height == 0:
+        return np.zeros(0, dtype=bool)
+    keyed = rows.select("dataset", "class_name").with_columns(
+        pl.Series("key", sample_keys(rows["dataset"], rows["index"], seed)),
+        pl.int_range(pl.len()).alias("row"),
+    )
+    ranked = keyed.with_columns(
+        pl.col("key").rank("ordinal").over("dataset", "class_name").alias("rank"),
+        pl.len().over("dataset", "class_name").alias("n"),
+    )
+    counts = np.array([held_out_count(n, fraction) for n in ranked["n"].to_list()], dtype=np.int64)
+    mask = (ranked["rank"].to_numpy() <= counts) & ranked["class_name"].is_not_null().to_numpy()
+    out = np.zeros(rows.height, dtype=bool)
+    out[ranked["row"].to_numpy()] = mask
+    return out
+
+
+def split_rows(rows: "pl.DataFrame", part: str, *, fraction: float, seed: int) -> "pl.DataFrame":
+    """The ``part`` ("train" or "validation") of training rows under the seeded split."""
+    if part not in ("train", "validation"):
+        raise ConfigError(f"split_rows: part must be 'train' or 'validation', got {part!r}")
+    mask = validation_mask(rows, fraction=fraction, seed=seed)
+    return rows.filter(mask if part == "validation" else ~mask)

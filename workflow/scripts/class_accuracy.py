@@ -1,0 +1,6 @@
+"""Snakemake entry point of rule(s) using this script; the logic is fomoflux.stages.class_accuracy."""
+
+from fomoflux.stages import class_accuracy
+from fomoflux.workflow_entry import run_job
+
+run_job(snakemake, class_accuracy)  # noqa: F821 (snakemake is injected by the script directive)
