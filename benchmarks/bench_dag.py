@@ -5,6 +5,7 @@ cut into `tasks: 20`) into a scratch copy of the workflow, then times `snakemake
 ~6,000 jobs: 2,000 task updates, 2,000 evaluations, merges, budgets, figures). Nothing is trained.
 
     .venv/bin/python benchmarks/bench_dag.py [--runs-per-method 20] [--tasks 20]
+    .venv/bin/python benchmarks/bench_dag.py --config config/fomo_in_flux.yaml   # the paper preset's dry run
 """
 
 from __future__ import annotations
@@ -44,13 +45,17 @@ def main() -> None:
     parser.add_argument("--lrs", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--config", type=Path, help="dry-run this config instead of the sweep")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for name in ("Snakefile", "workflow", "config", "profiles", "environment.yml", "requirements.txt"):
             source = REPO / name
             (shutil.copytree if source.is_dir() else shutil.copy2)(source, root / name)
-        (root / "sweep.yaml").write_text(yaml.safe_dump(sweep_config(args.tasks, args.lrs, args.seeds)))
+        if args.config:
+            shutil.copy2(args.config, root / "sweep.yaml")
+        else:
+            (root / "sweep.yaml").write_text(yaml.safe_dump(sweep_config(args.tasks, args.lrs, args.seeds)))
         times = []
         for _ in range(args.repeats):
             started = time.perf_counter()
@@ -61,7 +66,8 @@ def main() -> None:
                 raise SystemExit(proc.stdout[-3000:] + proc.stderr[-3000:])
         counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
     runs = 5 * args.lrs * args.seeds
-    print(f"grid of {runs} runs x {args.tasks} tasks: {counts.get('total')} jobs "
+    what = f"config {args.config}" if args.config else f"grid of {runs} runs x {args.tasks} tasks"
+    print(f"{what}: {counts.get('total')} jobs "
           f"(train_task {counts.get('train_task')}, evaluate_task {counts.get('evaluate_task')}, "
           f"merge_task {counts.get('merge_task')})")
     print(f"dry run wall: median {sorted(times)[len(times) // 2]:.1f} s over {args.repeats} "

@@ -30,20 +30,25 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
-import torch
 
 from fomoflux.data.registry import ENTRY_SEPARATOR, DatasetSpec, split_entry
-from fomoflux.data.sampleset import SampleSet
 from fomoflux.errors import ConfigError, DataError
-from fomoflux.evaluate import _check_batch_size, _eval_mode, _image_batches, class_embeddings, top1_correct
-from fomoflux.preprocess import Normalizer
+
+if TYPE_CHECKING:
+    import polars as pl
+    import torch
+
+    from fomoflux.data.sampleset import SampleSet
+
+# torch, polars, pyarrow and the evaluation code are imported where they are used: the plan-time orderings (random,
+# dataset- and time-incremental) run inside every Snakefile parse and every job's plan rebuild, which must not pay
+# for importing torch.
 
 __all__ = [
-    "PER_CLASS_SCHEMA",
+    "per_class_schema",
     "chunk_by_samples",
     "class_text_embeddings",
     "concept",
@@ -59,14 +64,18 @@ __all__ = [
 ]
 
 # One row per class of a dataset that has evaluation samples (see per_class_accuracy).
-PER_CLASS_SCHEMA: dict[str, pl.DataType] = {
-    "dataset": pl.String,
-    "class_name": pl.String,
-    "entry": pl.String,
-    "n": pl.Int64,
-    "correct": pl.Int64,
-    "accuracy": pl.Float64,
-}
+def per_class_schema() -> dict[str, "pl.DataType"]:
+    """Columns of :func:`per_class_accuracy`'s result."""
+    import polars as pl
+
+    return {
+        "dataset": pl.String,
+        "class_name": pl.String,
+        "entry": pl.String,
+        "n": pl.Int64,
+        "correct": pl.Int64,
+        "accuracy": pl.Float64,
+    }
 
 # A "word" for concept matching: a maximal run of Unicode letters and digits (RE2 syntax, run inside duckdb).
 # Everything else (spaces, punctuation, '_', '-', apostrophes) separates words, for captions and concepts alike.
@@ -199,6 +208,9 @@ def concept(classname: str) -> str:
 
 def _check_manifests(pool_manifests: Sequence[Path | str]) -> list[str]:
     """The manifest paths as strings; a missing file, or one without a ``captions`` column, is a DataError naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     if not pool_manifests:
         raise ConfigError("concept_frequencies: no pool manifests given")
     paths = []
@@ -280,6 +292,8 @@ def concept_frequencies(
     Raises DataError for a missing or unreadable manifest or one without ``captions``; ConfigError for no manifests
     or a concept without any word.
     """
+    import pyarrow as pa
+
     import duckdb
 
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
@@ -364,6 +378,8 @@ def easy_to_hard(entries: Sequence[str], accuracy: Mapping[str, float], seed: in
 def _normalised_rows(entries: Sequence[str], embeddings: torch.Tensor) -> torch.Tensor:
     """The embeddings as float32 unit rows on the CPU; raises ConfigError for a bad shape, DataError for a row that
     is not finite or is zero (naming its entry)."""
+    import torch
+
     if embeddings.ndim != 2 or embeddings.shape[0] != len(entries):
         raise ConfigError(
             f"similarity_chain: embeddings must be [len(entries)={len(entries)}, D], got {tuple(embeddings.shape)}"
@@ -387,6 +403,8 @@ def _nearest_candidates(rows: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndar
 
     One blocked matrix product (compute-bound, far faster per multiply-add than N separate matrix-vector products).
     """
+    import torch
+
     n = rows.shape[0]
     values = np.empty((n, k), dtype=np.float32)
     indices = np.empty((n, k), dtype=np.int64)
@@ -412,12 +430,16 @@ class _UnvisitedRows:
     """
 
     def __init__(self, rows: torch.Tensor) -> None:
+        import torch
+
         self.rows = rows
         self.original = torch.arange(rows.shape[0])
         self.compact = rows
 
     def most_similar(self, current: int, alive: np.ndarray) -> int:
         """The unvisited row most similar to row ``current`` (lowest index on ties)."""
+        import torch
+
         live = torch.from_numpy(alive[self.original.numpy()])
         if int((~live).sum()) * 8 >= len(live):
             self.original, self.compact, live = self.original[live], self.compact[live], live[live]
@@ -546,6 +568,8 @@ def chunk_by_samples(entries: Sequence[str], samples_per_entry: Mapping[str, int
 
 def _checked_labels(spec: DatasetSpec, samples: SampleSet) -> torch.Tensor:
     """The samples' class ids on the CPU; raises DataError naming the first sample whose id is not a class index."""
+    import torch
+
     if len(samples) == 0:
         raise DataError(f"dataset {spec.name!r}: no samples to evaluate")
     labels = samples.class_ids.to("cpu", torch.long)
@@ -561,6 +585,11 @@ def _checked_labels(spec: DatasetSpec, samples: SampleSet) -> torch.Tensor:
 
 def _image_embeddings(model, samples: SampleSet, batch_size: int, device: torch.device) -> torch.Tensor:
     """L2-normalised float32 image embeddings [N, D] on ``device``, encoded in eval mode without gradients."""
+    import torch
+    
+    from fomoflux.evaluate import _eval_mode, _image_batches
+    from fomoflux.preprocess import Normalizer
+
     normalizer = Normalizer.for_model(model, device)
     with _eval_mode(model):
         parts = [
@@ -576,12 +605,17 @@ def per_class_accuracy(
     """The model's zero-shot top-1 per class of ``spec`` on ``samples`` (over all of the dataset's classes, with its
     prompt; the same predictions as ``evaluate.evaluate_classification``).
 
-    Returns a DataFrame (``PER_CLASS_SCHEMA``) with one row per class that has at least one sample, in class order:
+    Returns a DataFrame (``per_class_schema()``) with one row per class that has at least one sample, in class order:
     dataset, class_name, entry (``DATASET+++class``), n, correct, accuracy = correct / n. Classes without samples
     are left out rather than given a NaN accuracy, so an ordering that needs every entry fails loudly on them.
     Raises ConfigError for a non-classification dataset or batch_size < 1; DataError for no samples or a class id
     outside the dataset's classes.
     """
+    import polars as pl
+    import torch
+    
+    from fomoflux.evaluate import _check_batch_size, class_embeddings, top1_correct
+
     _check_batch_size(batch_size)
     if spec.kind != "classification":
         raise ConfigError(f"dataset {spec.name!r}: per_class_accuracy needs kind 'classification', got {spec.kind!r}")
@@ -612,7 +646,7 @@ def per_class_accuracy(
             "correct": correct,
             "accuracy": [hits / count for hits, count in zip(correct, n)],
         },
-        schema=PER_CLASS_SCHEMA,
+        schema=per_class_schema(),
     )
 
 
@@ -625,6 +659,10 @@ def class_text_embeddings(
     Raises ConfigError for no entries, a malformed entry, an entry whose dataset is not among ``specs`` or whose
     class is not one of that dataset's classes (naming the entry), or a dataset given twice.
     """
+    import torch
+    
+    from fomoflux.evaluate import class_embeddings
+
     if not entries:
         raise ConfigError("class_text_embeddings: no entries")
     _check_unique_specs(specs, "class_text_embeddings")

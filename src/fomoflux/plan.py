@@ -287,6 +287,25 @@ def _meta_model(model: ModelPlan, workdir: Path):
         raise ConfigError(f"model.arch: {err}") from None
 
 
+def _model_check_record(model: ModelPlan, workdir: Path, config: Mapping[str, Any]) -> Path:
+    """Where a passed check of the runs' method options against the model's shapes is recorded: keyed by the
+    architecture (and its JSON config's content), every run's and grid's method and options, and the package
+    version, so any change to one of them checks again."""
+    import hashlib
+    import importlib.util
+
+    model_config = (workdir / model.config).read_text() if model.config else ""
+    # The checks are code in the methods package: any edit there checks again.
+    methods_dir = Path(next(iter(importlib.util.find_spec("fomoflux.methods").submodule_search_locations)))
+    code = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(methods_dir.glob("*.py")))).hexdigest()
+    blob = json_compact({
+        "arch": model.arch, "model_config": model_config, "code": code,
+        "runs": {name: [raw.get("method"), raw.get("method_options", {})] for name, raw in config.get("runs", {}).items()},
+        "grids": {name: [raw.get("method"), raw.get("method_options", {})] for name, raw in config.get("grids", {}).items()},
+    })
+    return workdir / ".snakemake" / "fomoflux" / "model_checks" / hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
 def _sweep_values(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
@@ -384,7 +403,10 @@ def build_plan(config: Mapping[str, Any], workdir: str | Path = ".", *, check_ag
 
     mixtures = config.get("mixtures", {})
     base_training = {**TRAINING_DEFAULTS, **config.get("training", {})}
-    meta_model = _meta_model(model, workdir) if check_against_model else None
+    # Checking options against the model's shapes needs open_clip (seconds to import); a check that passed for the
+    # same architecture and the same methods and options is remembered, so later dry runs skip it.
+    check_record = _model_check_record(model, workdir, config) if check_against_model else None
+    meta_model = _meta_model(model, workdir) if check_record is not None and not check_record.exists() else None
     declared = dict(config.get("runs", {}))
     for name, raw in expand_grids(config.get("grids", {})).items():
         if name in declared:
@@ -428,6 +450,11 @@ def build_plan(config: Mapping[str, Any], workdir: str | Path = ".", *, check_ag
                     f"({streams[stream].num_tasks} tasks{' + θ0' if oneshot.get('include_base') else ''})"
                 )
         runs[name] = RunPlan(name, raw["method"], options, stream, int(raw.get("seed", 0)), training, **method)
+
+    if meta_model is not None and check_record is not None:
+        from fomoflux.io import write_text
+
+        write_text(check_record, "checked\n")
 
     evaluation = config.get("evaluation", {})
     chosen = evaluation.get("datasets", "all")

@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -90,8 +91,19 @@ class Stream:
     def datasets_until(self, index: int) -> list[str]:
         """Datasets whose classes occur in tasks 1..index (what that task's update and buffer read); every dataset
         of the stream when the order is not known yet."""
-        chosen = self.entries if self.tasks is None else [e for task in self.tasks[:index] for e in task]
-        return sorted({split_entry(e)[0] for e in chosen})
+        if self.tasks is None:
+            return self.datasets()
+        return list(self._datasets_by_task[min(index, len(self.tasks)) - 1]) if index > 0 else []
+
+    @cached_property
+    def _datasets_by_task(self) -> tuple[tuple[str, ...], ...]:
+        # Computed once: the DAG asks for every task of every run, and a paper-scale task has ~920 entries.
+        seen: set[str] = set()
+        out = []
+        for task in self.tasks or ():
+            seen.update(split_entry(e)[0] for e in task)
+            out.append(tuple(sorted(seen)))
+        return tuple(out)
 
     def datasets(self) -> list[str]:
         return sorted({split_entry(e)[0] for e in self.entries})

@@ -143,3 +143,19 @@ def test_stage_ordered_stream_task_spec(config):
     run = plan.runs["finetune"]
     spec = run.task_spec(plan.streams["random"], 2)
     assert spec["entries"] is None and spec["stream"] == "random" and len(spec["stream_definition"]) == 16
+
+
+def test_a_passed_model_check_is_remembered_until_something_it_covers_changes(config, tmp_path):
+    import shutil
+
+    (tmp_path / "config" / "models").mkdir(parents=True)
+    shutil.copy(ROOT / config["model"]["config"], tmp_path / config["model"]["config"])
+    build_plan(config, tmp_path)
+    records = list((tmp_path / ".snakemake" / "fomoflux" / "model_checks").iterdir())
+    assert len(records) == 1
+    build_plan(config, tmp_path)  # same runs: the record is reused, no second one
+    assert len(list(records[0].parent.iterdir())) == 1
+    config["runs"]["lora"]["method_options"] = {"rank": 999}  # a new option is checked again, and fails
+    with pytest.raises(ConfigError, match="runs.lora.*rank"):
+        build_plan(config, tmp_path)
+    assert len(list(records[0].parent.iterdir())) == 1
