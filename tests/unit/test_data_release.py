@@ -19,7 +19,8 @@ from PIL import Image
 
 from fomoflux.data.download import download, verify_or_record
 from fomoflux.data.registry import DatasetSpec
-from fomoflux.data.release import SkipLog, convert_release_dataset, fit_square, iter_release_samples
+from fomoflux.data.release import SkipLog, convert_release_dataset, iter_release_samples
+from fomoflux.data.shards import fit_square
 from fomoflux.data.shards import read_manifest
 from fomoflux.errors import ConfigError, DataError, DownloadError
 

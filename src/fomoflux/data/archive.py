@@ -13,8 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from fomoflux.data.registry import DatasetSpec
-from fomoflux.data.release import fit_square
-from fomoflux.data.shards import RawSample, encode_png
+from fomoflux.data.shards import RawSample, encode_png, fit_square
 from fomoflux.errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})

@@ -10,7 +10,6 @@ gives the same samples with the same indices; the pool's size is whatever the sh
 from __future__ import annotations
 
 import glob
-import io
 import json
 import lzma
 import os
@@ -23,18 +22,16 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from braceexpand import UnbalancedBracesError, braceexpand
-from PIL import Image, ImageOps
 
 from fomoflux.data.registry import DatasetSpec
-from fomoflux.data.release import SkipLog
-from fomoflux.data.shards import RawSample, encode_png, write_dataset
+from fomoflux.data.release import BAD_SAMPLE_POLICIES, SkipLog
+from fomoflux.data.shards import RawSample, encode_png, fit_square, write_dataset
 from fomoflux.errors import ConfigError, DataError
 
 # "scheme://..." (http, https, file, s3, ...) or webdataset's "pipe:<command>"; anything else is a local path.
 _URL = re.compile(r"^(pipe:|[A-Za-z][A-Za-z0-9+.-]*://)")
 _GLOB_CHARS = frozenset("*?[")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # the first one a sample has is its image
-ON_BAD_SAMPLE = ("error", "skip")
 POOL_SPLIT = "train"
 _MAX_LISTED = 5  # missing shards named in one error message
 
@@ -190,14 +187,9 @@ def _image_png(sample: dict[str, Any], image_size: int) -> bytes:
         members = sorted(name for name in sample if not name.startswith("__"))
         raise _BadSample(f"no image member ({'/'.join(IMAGE_EXTENSIONS)}); it has {members}")
     try:
-        with Image.open(io.BytesIO(sample[ext])) as image:
-            rgb = image.convert("RGB")
-    except Exception as exc:  # PIL raises many types for a bad image
-        raise _BadSample(f"{ext} image does not decode ({type(exc).__name__}: {exc})") from exc
-    if rgb.size != (image_size, image_size):
-        # Shorter side to image_size and a centre crop, as the ImageFolder import does (archive.py), so the
-        # model's own resize + crop is an identity on what we store.
-        rgb = ImageOps.fit(rgb, (image_size, image_size), Image.Resampling.BICUBIC)
+        rgb = fit_square(sample[ext], image_size)
+    except DataError as exc:
+        raise _BadSample(f"{ext} image does not decode ({exc})") from None
     return encode_png(rgb)
 
 
@@ -281,8 +273,8 @@ def _check_import_args(spec: DatasetSpec, image_size: int, on_bad_sample: str, s
                           f"must be 'pretraining' or 'retrieval', got 'classification'")
     if not isinstance(image_size, int) or image_size < 1:
         raise ConfigError(f"dataset {spec.name!r}: image_size must be a positive int, got {image_size!r}")
-    if on_bad_sample not in ON_BAD_SAMPLE:
-        raise ConfigError(f"dataset {spec.name!r}: on_bad_sample must be one of {ON_BAD_SAMPLE}, "
+    if on_bad_sample not in BAD_SAMPLE_POLICIES:
+        raise ConfigError(f"dataset {spec.name!r}: on_bad_sample must be one of {BAD_SAMPLE_POLICIES}, "
                           f"got {on_bad_sample!r}")
     if on_bad_sample == "skip" and skipped is None:
         raise ConfigError(f"dataset {spec.name!r}: on_bad_sample='skip' needs a `skipped` log to count skips in")

@@ -36,7 +36,6 @@ either falling back to the spec's class prompt of the record's class when the re
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import lzma
@@ -47,10 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps
 
 from fomoflux.data.registry import DatasetSpec
-from fomoflux.data.shards import RawSample, encode_png, write_dataset
+from fomoflux.data.shards import RawSample, encode_png, fit_square, write_dataset
 from fomoflux.errors import ConfigError, DataError
 
 LOG = logging.getLogger("fomoflux.data")
@@ -83,25 +81,6 @@ class _Annotated:
     captions: tuple[str, ...]
     class_id: int
     class_name: str | None
-
-
-def fit_square(payload: bytes, size: int) -> Image.Image:
-    """Decode image bytes to RGB, resized so the shorter side is ``size`` and centre-cropped square (BICUBIC).
-
-    Returns the image unchanged (but RGB) when it already is ``size`` x ``size``. Raises DataError, without a
-    file name (the caller knows it), when the bytes are not a readable image.
-    """
-    try:
-        image = Image.open(io.BytesIO(payload))
-        image.load()  # decode now: a truncated file fails here, not later inside the resize
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
-    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for a bad image
-        raise DataError(f"not a readable image ({exc.__class__.__name__}: {exc})") from exc
-    if rgb.size == (size, size):
-        return rgb
-    # Shorter side to size, then a centre crop: what open_clip's eval transform does, so storing images at the
-    # model's resolution keeps its own resize + crop an identity.
-    return ImageOps.fit(rgb, (size, size), Image.Resampling.BICUBIC)
 
 
 # --- annotations ------------------------------------------------------------------------------------------------

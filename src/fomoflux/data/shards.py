@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from fomoflux.errors import ConfigError, DataError
@@ -89,6 +89,25 @@ def encode_png(image: Image.Image | bytes) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def fit_square(payload: bytes, size: int) -> Image.Image:
+    """Decode image bytes to RGB, resized so the shorter side is ``size`` and centre-cropped square (BICUBIC).
+
+    Returns the image unchanged (but RGB) when it already is ``size`` x ``size``. Raises DataError, without a
+    file name (the caller knows it), when the bytes are not a readable image.
+    """
+    try:
+        image = Image.open(io.BytesIO(payload))
+        image.load()  # decode now: a truncated file fails here, not later inside the resize
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for a bad image
+        raise DataError(f"not a readable image ({exc.__class__.__name__}: {exc})") from exc
+    if rgb.size == (size, size):
+        return rgb
+    # Shorter side to size, then a centre crop: what open_clip's eval transform does, so storing images at the
+    # model's resolution keeps its own resize + crop an identity.
+    return ImageOps.fit(rgb, (size, size), Image.Resampling.BICUBIC)
 
 
 class _ManifestRows:

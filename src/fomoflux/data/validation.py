@@ -7,40 +7,16 @@ does not change when other datasets are added.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fomoflux.errors import ConfigError
+from fomoflux.seeding import sample_hashes
 
 if TYPE_CHECKING:
     import polars as pl
-
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def _mix64(values: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser, vectorised: a well-spread, platform-independent 64-bit hash of uint64 values."""
-    z = values.astype(np.uint64)
-    with np.errstate(over="ignore"):
-        z = (z + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
-        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
-        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
-    return z ^ (z >> np.uint64(31))
-
-
-def sample_keys(datasets: "pl.Series", indices: "pl.Series", seed: int) -> np.ndarray:
-    """A seeded uint64 sort key per sample, from (seed, dataset name, sample index) only."""
-    salts = {
-        name: int.from_bytes(hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest(), "little")
-        for name in datasets.unique().to_list()
-    }
-    salt = np.array([salts[name] for name in datasets.to_list()], dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        return _mix64(salt ^ _mix64(indices.to_numpy().astype(np.uint64)))
-
 
 def held_out_count(n: int, fraction: float) -> int:
     """How many of a class's n training samples are held out: ⌈fraction·n⌉, but never the class's last sample."""
@@ -65,7 +41,7 @@ def validation_mask(rows: "pl.DataFrame", *, fraction: float, seed: int) -> np.n
     if rows.height == 0:
         return np.zeros(0, dtype=bool)
     keyed = rows.select("dataset", "class_name").with_columns(
-        pl.Series("key", sample_keys(rows["dataset"], rows["index"], seed)),
+        pl.Series("key", sample_hashes(rows, seed, "validation")),
         pl.int_range(pl.len()).alias("row"),
     )
     ranked = keyed.with_columns(

@@ -18,13 +18,13 @@ task sorted by (dataset, index).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
 
 from fomoflux.errors import ConfigError, DataError
+from fomoflux.seeding import sample_hashes, seed_key, splitmix64
 
 BUFFER_POLICIES: tuple[str, ...] = ("all", "reservoir", "class_quota")
 
@@ -38,11 +38,8 @@ _NEEDED: dict[str, tuple[str, ...]] = {
     "class_quota": _ORDER_COLUMNS + ("class_name",),
 }
 
-# SplitMix64 (Steele, Lea & Flood 2014): the counter-based generator behind both bounded policies. Its output for
-# counter c is a bijective mix of ``key + c * GAMMA``, so any position's number is computed without the ones before.
-_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
+# Both bounded policies draw from SplitMix64 (fomoflux.seeding): any position's number is computed without the ones
+# before it, which is what makes the reservoir incremental and a class's ranking stable.
 
 
 def check_buffer(spec: Mapping) -> dict:
@@ -138,25 +135,6 @@ def _describe(rows: pl.DataFrame, at: int) -> str:
     return ", ".join(f"{name}={row[name]!r}" for name in _ORDER_COLUMNS + ("class_name",) if name in row)
 
 
-# ---- counter-based random numbers ------------------------------------------------------------------------------
-
-
-def _seed_key(seed: int, purpose: str) -> int:
-    """A 64-bit key: the first 8 bytes (little-endian) of blake2b(``fomoflux.buffer.<purpose>:<seed>``).
-
-    Hashing the seed (instead of using it as the key) keeps the streams of nearby seeds unrelated."""
-    digest = hashlib.blake2b(f"fomoflux.buffer.{purpose}:{seed}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
-
-
-def _splitmix(key: int | np.ndarray, counters: np.ndarray) -> np.ndarray:
-    """SplitMix64 output for each counter c: mix(key + (c + 1) * GAMMA), as uint64 (wrapping arithmetic)."""
-    z = np.asarray(key, dtype=np.uint64) + (counters.astype(np.uint64) + np.uint64(1)) * _GAMMA
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
-    return z ^ (z >> np.uint64(31))
-
-
 # ---- reservoir -------------------------------------------------------------------------------------------------
 
 
@@ -185,7 +163,7 @@ def advance_reservoir(held: np.ndarray, seen: int, count: int, *, size: int, see
     if positions.size == 0:
         return out
     # r mod (i + 1) is off uniform by at most (i + 1) / 2**64: far below anything a test or a run could see.
-    draws = _splitmix(_seed_key(seed, "reservoir"), positions) % (positions.astype(np.uint64) + np.uint64(1))
+    draws = splitmix64(seed_key(seed, "buffer.reservoir"), positions) % (positions.astype(np.uint64) + np.uint64(1))
     writes = draws < np.uint64(size)
     slots, writers = draws[writes].astype(np.int64), positions[writes]
     # Writers are in position order, so the first occurrence of a slot in the reversed list is its last writer.
@@ -246,7 +224,7 @@ def _class_quota_positions(rows: pl.DataFrame, size: int, seed: int) -> np.ndarr
     # Sort by class, then hash; equal hashes (a 2**-64 event) fall back to position order. polars' sort is ~3x
     # faster than np.lexsort here (0.13 s vs 0.4 s for 1.8M rows).
     ranked = pl.DataFrame(
-        {"class": classes, "hash": _row_hashes(rows, seed)[positions], "position": positions}
+        {"class": classes, "hash": sample_hashes(rows, seed, "buffer.class_quota")[positions], "position": positions}
     ).sort(["class", "hash", "position"])
     sorted_classes = ranked["class"].to_numpy()
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -254,13 +232,3 @@ def _class_quota_positions(rows: pl.DataFrame, size: int, seed: int) -> np.ndarr
     return ranked["position"].to_numpy()[rank_in_class < quotas[sorted_classes]]
 
 
-def _row_hashes(rows: pl.DataFrame, seed: int) -> np.ndarray:
-    """A uint64 per row that depends only on (seed, dataset, index): SplitMix64 with key = hash(seed, dataset) and
-    counter = index. Independent of the row's position, task and class, so a class keeps the same ranking as the
-    stream grows."""
-    datasets = rows["dataset"].unique().to_list()
-    keys = {name: _seed_key(seed, f"class_quota:{name}") for name in datasets}
-    dataset_keys = rows["dataset"].replace_strict(keys, return_dtype=pl.UInt64).to_numpy()
-    # Indices are sample numbers (>= 0); reinterpreting as uint64 keeps any int64 distinct anyway.
-    indices = rows["index"].cast(pl.Int64).to_numpy().view(np.uint64)
-    return _splitmix(dataset_keys, indices)
