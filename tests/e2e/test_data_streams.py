@@ -227,6 +227,9 @@ def test_real_dataset_path_offline(tmp_path):
             "mixtures": {"paper": {"pretrain": 0.33, "update": 0.34, "buffer": 0.33}},
             "runs": {"finetune": {"method": "finetune"}},
             "evaluation": {"batch_size": 64, "subset": {"min_size": 10}},
+            # Validation mode: DTD (streamed) is scored on one held-out training image per class, not on its test
+            # split; CIFAR10 (evaluation-only) keeps its test split.
+            "validation": {"enabled": True, "fraction": 0.1, "seed": 0},
         })
         project.snakemake()
     finally:
@@ -239,6 +242,11 @@ def test_real_dataset_path_offline(tmp_path):
     assert manifest["captions"][0][0].endswith("seen up close.")
     assert pl.read_parquet(project.path("data", "laion_subset", "manifest.parquet")).height == 80
     assert pl.read_parquet(project.path("data", "CIFAR10", "manifest.parquet")).height == 30
+    final = pl.read_parquet(project.path("runs", "finetune", "eval", "task002.parquet"))
+    sizes = dict(zip(final["dataset"], final["n"]))
+    assert sizes == {"DTD": 47, "CIFAR10": 30}
+    train_log = project.path("logs", "train_task", "finetune", "task001.log").read_text()
+    assert _sources_logged(project.path("logs", "train_task", "finetune", "task001.log"))["update"] == 24, train_log
     summary = pl.read_parquet(project.path("runs", "finetune", "summary.parquet"))
     assert summary["task"].to_list() == [0, 1, 2]
     assert summary["A_KA"].is_not_null().all() and summary["A_ZS"].is_not_null().all()
