@@ -86,7 +86,8 @@ def plot_trajectories(summary: pl.DataFrame, out_png, out_pdf, *, title: str | N
     runs = [r for r in runs if r in set(points["run"].to_list())]
 
     with rc_context(RC):
-        many = len(runs) > 8
+        # Beside the axes when a legend inside would hide points: many runs, or long labels.
+        many = len(runs) > 8 or (len(runs) > 4 and max(len(r) for r in runs) > 14)
         fig = Figure(figsize=(6.4 if not many else 8.4, 4.8), layout="constrained")
         ax = fig.add_subplot()
         handles = []
