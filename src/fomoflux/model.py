@@ -13,6 +13,8 @@ when its name ends in ``.safetensors``; use that suffix.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import logging
 import random
@@ -217,7 +219,9 @@ def create_model(
     level = root.level
     root.setLevel(max(level, logging.ERROR))  # open_clip warns "initialized randomly" on every pretrained=None
     try:
-        with seeded(seed):
+        # On "meta", construct under the meta device context as well: otherwise open_clip builds (and randomly
+        # initialises) every tensor on the CPU first and then moves it, ~1 s for a ViT-B/16 instead of ~0.04 s.
+        with seeded(seed), (torch.device("meta") if on_meta else contextlib.nullcontext()):
             model = open_clip.create_model(
                 name, pretrained=None, output_dict=True, device="meta" if on_meta else "cpu"
             )
