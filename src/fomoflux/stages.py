@@ -38,7 +38,7 @@ def download_archive(job: Job, plan: Plan, log: logging.Logger) -> None:
     digest = download(source["url"], Path(job.output[0]), source.get("sha256"), retries=source.get("retries", 3))
     # The release publishes no checksums: the first download records its digest, every later one (and every
     # sharding job) is verified against it, so a silently changed file on the server is caught.
-    verify_or_record(Path(job.output[0]), checksum_record(job.output[0]))
+    verify_or_record(Path(job.output[0]), checksum_record(job.output[0]), digest=digest)
     log.info("sha256 %s (recorded in %s)", digest, checksum_record(job.output[0]))
 
 

@@ -315,6 +315,10 @@ def test_verify_or_record(tmp_path):
         verify_or_record(file, record)
     changed = hashlib.sha256(b"release bytes, changed").hexdigest()
     assert all(part in str(err.value) for part in (str(file), str(record), digest, changed))
+    # A digest the caller already computed (download returns one) is compared the same way.
+    with pytest.raises(DataError, match=changed):
+        verify_or_record(file, record, digest=changed)
+    assert verify_or_record(file, record, digest=digest) == digest
     record.write_text("not a checksum\n")
     with pytest.raises(DataError, match=re.escape(str(record))):
         verify_or_record(file, record)

@@ -196,18 +196,21 @@ def _read_record(record: Path) -> tuple[str, str]:
     return match.group(1).lower(), match.group(2)
 
 
-def verify_or_record(path: Path, record: Path) -> str:
+def verify_or_record(path: Path, record: Path, *, digest: str | None = None) -> str:
     """Check ``path`` against its checksum record, or write the record when there is none; returns the SHA-256.
 
     ``record`` holds ``"<sha256>  <filename>\n"`` (what ``sha256sum`` writes, so ``sha256sum -c`` can check it from
     the file's folder). The first call (e.g. right after the first download of a release without published
     checksums) writes it atomically; later calls recompute the digest and raise DataError naming the file, both
     digests and the record when they differ, or when the record names another file.
+
+    ``digest``: the file's SHA-256 when the caller has just computed it (``download`` returns it), so that a
+    many-GB archive is not read a second time.
     """
     path, record = Path(path), Path(record)
     if not path.is_file():
         raise DataError(f"cannot checksum {path}: no such file")
-    actual = sha256_file(path)
+    actual = digest.lower() if digest else sha256_file(path)
     if not record.exists():
         write_text(record, f"{actual}  {path.name}\n")
         return actual

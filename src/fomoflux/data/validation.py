@@ -7,7 +7,6 @@ does not change when other datasets are added.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,11 +17,12 @@ from fomoflux.seeding import sample_hashes
 if TYPE_CHECKING:
     import polars as pl
 
-def held_out_count(n: int, fraction: float) -> int:
-    """How many of a class's n training samples are held out: ⌈fraction·n⌉, but never the class's last sample."""
-    if n < 2:
-        return 0
-    return min(n - 1, max(1, math.ceil(fraction * n)))
+def held_out_count(n: "int | np.ndarray", fraction: float) -> "int | np.ndarray":
+    """How many of a class's n training samples are held out: ⌈fraction·n⌉, at least one, but never the class's
+    last sample (none of a class with one sample). ``n`` may be an array of class sizes (elementwise)."""
+    n = np.asarray(n, dtype=np.int64)
+    count = np.where(n < 2, 0, np.minimum(n - 1, np.maximum(1, np.ceil(fraction * n).astype(np.int64))))
+    return int(count) if count.ndim == 0 else count
 
 
 def validation_mask(rows: "pl.DataFrame", *, fraction: float, seed: int) -> np.ndarray:
@@ -48,7 +48,7 @@ def validation_mask(rows: "pl.DataFrame", *, fraction: float, seed: int) -> np.n
         pl.col("key").rank("ordinal").over("dataset", "class_name").alias("rank"),
         pl.len().over("dataset", "class_name").alias("n"),
     )
-    counts = np.array([held_out_count(n, fraction) for n in ranked["n"].to_list()], dtype=np.int64)
+    counts = held_out_count(ranked["n"].to_numpy(), fraction)
     mask = (ranked["rank"].to_numpy() <= counts) & ranked["class_name"].is_not_null().to_numpy()
     out = np.zeros(rows.height, dtype=bool)
     out[ranked["row"].to_numpy()] = mask
