@@ -26,6 +26,22 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+# Jobs that run where Snakemake runs (the submit host under --profile slurm), never as cluster jobs: downloads
+# need the internet that compute nodes often lack, and the bookkeeping and report jobs take less time than a
+# cluster job takes to start.
+localrules:
+    all,
+    download_archive,
+    run_budget,
+    aggregate_run,
+    results_db,
+    plot_trajectories,
+    plot_heatmap,
+    plot_schedules,
+    plot_budgets,
+    plot_comparison,
+
+
 rule all:
     default_target: True
     input:

@@ -6,6 +6,11 @@ cut into `tasks: 20`) into a scratch copy of the workflow, then times `snakemake
 
     .venv/bin/python benchmarks/bench_dag.py [--runs-per-method 20] [--tasks 20]
     .venv/bin/python benchmarks/bench_dag.py --config config/fomo_in_flux.yaml   # the paper preset's dry run
+    .venv/bin/python benchmarks/bench_dag.py --config config/fomo_in_flux.yaml --profile slurm [--print-jobs]
+
+`--profile slurm` dry-runs as `snakemake --cores 8 --profile slurm` does (the SLURM executor, the profile's
+default resources; a dry run submits nothing and needs no cluster). `--print-jobs` prints every job block with its
+resources, as a plain `--dry-run` does, instead of `--quiet rules`.
 """
 
 from __future__ import annotations
@@ -46,10 +51,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--config", type=Path, help="dry-run this config instead of the sweep")
+    parser.add_argument("--profile", help="a profile at the repository root, e.g. slurm")
+    parser.add_argument("--print-jobs", action="store_true", help="print every job (no --quiet rules)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for name in ("Snakefile", "workflow", "config", "profiles", "environment.yml", "requirements.txt"):
+        for name in ("Snakefile", "workflow", "config", "profiles", "slurm", "environment.yml", "requirements.txt"):
             source = REPO / name
             (shutil.copytree if source.is_dir() else shutil.copy2)(source, root / name)
         if args.config:
@@ -59,14 +66,17 @@ def main() -> None:
         times = []
         for _ in range(args.repeats):
             started = time.perf_counter()
-            proc = subprocess.run([str(SNAKEMAKE), "--dry-run", "--quiet", "rules", "--configfile", "sweep.yaml"],
-                                  cwd=root, capture_output=True, text=True)
+            cmd = [str(SNAKEMAKE), "--dry-run", "--configfile", "sweep.yaml"]
+            cmd += [] if args.print_jobs else ["--quiet", "rules"]
+            cmd += ["--cores", "8", "--profile", args.profile] if args.profile else []
+            proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
             times.append(time.perf_counter() - started)
             if proc.returncode != 0:
                 raise SystemExit(proc.stdout[-3000:] + proc.stderr[-3000:])
         counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
     runs = 5 * args.lrs * args.seeds
     what = f"config {args.config}" if args.config else f"grid of {runs} runs x {args.tasks} tasks"
+    what += f", profile {args.profile}" if args.profile else ""
     print(f"{what}: {counts.get('total')} jobs "
           f"(train_task {counts.get('train_task')}, evaluate_task {counts.get('evaluate_task')}, "
           f"merge_task {counts.get('merge_task')})")

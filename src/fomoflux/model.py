@@ -215,23 +215,36 @@ def create_model(
     if on_meta and checkpoint is not None:
         raise CheckpointError(f"checkpoint {checkpoint} cannot be loaded into a model on device 'meta'")
     open_clip = _open_clip()
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.ERROR))  # open_clip warns "initialized randomly" on every pretrained=None
-    try:
+    with _quiet_open_clip():
         # On "meta", construct under the meta device context as well: otherwise open_clip builds (and randomly
         # initialises) every tensor on the CPU first and then moves it, ~1 s for a ViT-B/16 instead of ~0.04 s.
         with seeded(seed), (torch.device("meta") if on_meta else contextlib.nullcontext()):
             model = open_clip.create_model(
                 name, pretrained=None, output_dict=True, device="meta" if on_meta else "cpu"
             )
-    finally:
-        root.setLevel(level)
+        tokenizer = open_clip.get_tokenizer(name)
     if checkpoint is not None:
         load_checkpoint_into(model, checkpoint, name=name)
     if not on_meta:
         model = model.to(device)
-    return model, open_clip.get_tokenizer(name)
+    return model, tokenizer
+
+
+@contextlib.contextmanager
+def _quiet_open_clip():
+    """Silence open_clip's chatter for the duration: it warns "initialized randomly" on every pretrained=None, and it
+    logs through the module-level ``logging.info()``, which installs a stderr handler on a root logger that has none
+    (inside Snakemake that doubled every later log line); a handler for the duration prevents that."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    guard = logging.NullHandler()
+    root.addHandler(guard)
+    try:
+        yield
+    finally:
+        root.removeHandler(guard)
+        root.setLevel(level)
 
 
 def save_checkpoint(model: torch.nn.Module, path: str | Path, metadata: Mapping[str, str] | None = None) -> None:

@@ -29,7 +29,6 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -48,7 +47,6 @@ if TYPE_CHECKING:
 # for importing torch.
 
 __all__ = [
-    "per_class_schema",
     "chunk_by_samples",
     "class_text_embeddings",
     "concept",
@@ -57,6 +55,7 @@ __all__ = [
     "easy_to_hard",
     "frequency_order",
     "per_class_accuracy",
+    "per_class_schema",
     "random_order",
     "reverse",
     "similarity_chain",
@@ -64,7 +63,7 @@ __all__ = [
 ]
 
 # One row per class of a dataset that has evaluation samples (see per_class_accuracy).
-def per_class_schema() -> dict[str, "pl.DataType"]:
+def per_class_schema() -> dict[str, pl.DataType]:
     """Columns of :func:`per_class_accuracy`'s result."""
     import polars as pl
 
@@ -292,9 +291,8 @@ def concept_frequencies(
     Raises DataError for a missing or unreadable manifest or one without ``captions``; ConfigError for no manifests
     or a concept without any word.
     """
-    import pyarrow as pa
-
     import duckdb
+    import pyarrow as pa
 
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"concept_frequencies: threads must be an integer >= 1, got {threads!r}")
@@ -587,15 +585,13 @@ def _image_embeddings(model, samples: SampleSet, batch_size: int, device: torch.
     """L2-normalised float32 image embeddings [N, D] on ``device``, encoded in eval mode without gradients."""
     import torch
     
-    from fomoflux.evaluate import _eval_mode, _image_batches
+    from fomoflux.evaluate import _encode_images, _eval_mode, _image_batches
     from fomoflux.preprocess import Normalizer
 
     normalizer = Normalizer.for_model(model, device)
     with _eval_mode(model):
-        parts = [
-            model.encode_image(images, normalize=True).float()
-            for _, _, images in _image_batches(samples, normalizer, batch_size)
-        ]
+        # Under autocast(device, "auto") like every evaluation forward pass (bf16 on CUDA, fp32 on the CPU).
+        parts = [_encode_images(model, images, device) for _, _, images in _image_batches(samples, normalizer, batch_size)]
     return torch.cat(parts)
 
 

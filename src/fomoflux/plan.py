@@ -32,6 +32,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "schedule_options": {},
     "budget": "maf",
     "threads": 1,
+    "gpus": 1,
+    "precision": "auto",
     "mixture": {"pretrain": 0.33, "update": 0.34, "buffer": 0.33},
     "buffer": {"policy": "all", "size": None},
 }
@@ -87,7 +89,7 @@ class RunPlan:
             "run": self.name,
             "method": self.method,
             "method_options": dict(self.training_options),
-            "training": dict(self.training),
+            "training": _spec_training(self.training),
             "seed": self.seed,
             "task": task,
         }
@@ -102,6 +104,15 @@ class RunPlan:
     def profile_key(self) -> str:
         """Names the cost profile of this run's training step: equal for runs whose step costs the same."""
         return profile_key(self.profile_method or self.method, self.profile_options, self.training["batch_size"])
+
+
+# Training keys added after results existed: at these values they reproduce what those results were made with, so
+# they enter a task's spec only when set otherwise (adding a key must not retrain every finished task).
+_SPEC_DEFAULTS_OMITTED = {"gpus": 1, "precision": "auto"}
+
+
+def _spec_training(training: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in training.items() if not (k in _SPEC_DEFAULTS_OMITTED and v == _SPEC_DEFAULTS_OMITTED[k])}
 
 
 def profile_key(method: str, options: Mapping[str, Any], batch_size: int) -> str:

@@ -7,11 +7,15 @@ to the library (data, model, train, methods, evaluate, metrics, plots), where th
 from __future__ import annotations
 
 import logging
+import pickle
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fomoflux import io
+from fomoflux.device import DistributedContext, resolve_device, resolve_precision
 from fomoflux.errors import DataError
 from fomoflux.plan import Plan
 
@@ -113,7 +117,7 @@ def _order_stream_from_data(job: Job, plan: Plan, stream, log: logging.Logger):
     if "base_model" in stream.needs:
         from fomoflux.orderings import class_text_embeddings
 
-        device = _device()
+        device = _compute_device(log, "auto")
         model, tokenizer = _model(plan, job.input.checkpoint, device)
         specs = [plan.registry[name] for name in stream.datasets()]
         inputs["embeddings"] = class_text_embeddings(model, tokenizer, specs, list(stream.entries), device=device).cpu()
@@ -188,10 +192,12 @@ def _model(plan: Plan, checkpoint: str | Path | None, device: str = "cpu"):
     return create_model(plan.model.arch, checkpoint, device=device)
 
 
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def _compute_device(log: logging.Logger, precision: str):
+    """The job's device (``fomoflux.device.resolve_device``: FOMOFLUX_DEVICE, else a visible GPU, else the CPU),
+    logged with what ``precision`` means on it."""
+    device = resolve_device()
+    log.info("device %s, precision %s (%s)", device, precision, resolve_precision(device, precision))
+    return device
 
 
 # ---- model -------------------------------------------------------------------------------------------------
@@ -206,6 +212,9 @@ def pretrain_base(job: Job, plan: Plan, log: logging.Logger) -> None:
     if pool is None:
         raise DataError(f"{job.input.pool}: the pretraining pool {cfg['dataset']!r} has no training samples")
     log.info("pretraining %s on %d pool samples for %d steps", plan.model.arch, len(pool), cfg["steps"])
+    # The pretraining settings have no precision key: the base model trains as `auto` says (bf16 on CUDA).
+    precision = "auto"
+    device = _compute_device(log, precision)
     model, train_log = pretrain(
         plan.model.arch,
         pool,
@@ -215,7 +224,8 @@ def pretrain_base(job: Job, plan: Plan, log: logging.Logger) -> None:
         weight_decay=cfg["weight_decay"],
         warmup_fraction=cfg["warmup_fraction"],
         seed=cfg["seed"],
-        device=_device(),
+        device=str(device),
+        precision=precision,
     )
     io.write_parquet(job.output.log, train_log)
     save_checkpoint(model, job.output.checkpoint, metadata={"arch": plan.model.arch, "stage": "pretrain_base"})
@@ -241,7 +251,7 @@ def class_accuracy(job: Job, plan: Plan, log: logging.Logger) -> None:
 
     from fomoflux.orderings import per_class_accuracy
 
-    device = _device()
+    device = _compute_device(log, "auto")
     manifests = _manifests(job.input.datasets)
     model, tokenizer = _model(plan, job.input.checkpoint, device)
     model.eval()
@@ -264,32 +274,86 @@ def class_accuracy(job: Job, plan: Plan, log: logging.Logger) -> None:
 # ---- training ----------------------------------------------------------------------------------------------
 
 
-def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
-    from fomoflux.methods import TaskContext, get_method, load_method_state, save_method_state
+@dataclass(frozen=True)
+class TaskOutputs:
+    """Where a task update's results go, as plain paths: a worker process cannot be handed the Snakemake job."""
+
+    log: str
+    state: str
+    checkpoint: str
+    metadata: Mapping[str, str]
+
+
+def write_task_outputs(outputs: TaskOutputs, train_log, method, model) -> None:
+    """Write the training log, the method state and the checkpoint of a finished task update, in that order."""
+    from fomoflux.methods import save_method_state
     from fomoflux.model import save_checkpoint
+
+    # The checkpoint is written last: its presence is what marks the task as done.
+    io.write_parquet(outputs.log, train_log)
+    save_method_state(method, outputs.state)
+    save_checkpoint(model, outputs.checkpoint, metadata=dict(outputs.metadata))
+
+
+def task_update_worker(
+    dist: DistributedContext, private: bytes, tokenizer, sources: Mapping[str, Any], cfg, outputs: TaskOutputs
+) -> None:
+    """One rank of a data-parallel task update (``fomoflux.device.run_distributed`` calls it in each worker).
+
+    ``private`` is the pickled (model, method, TaskContext): unpickling gives this worker its own copy, which it
+    trains on its own device; ``sources`` are shared read-only by all workers. Rank 0 alone writes ``outputs`` (the
+    ranks end with identical weights and method state).
+    """
+    from fomoflux.train.loop import run_task_update
+
+    model, method, context = pickle.loads(private)
+    context.device = dist.device
+    cfg = replace(cfg, device=str(dist.device), progress=dist.is_main)
+    train_log = run_task_update(model.to(dist.device), tokenizer, method, sources, cfg, context=context)
+    if dist.is_main:
+        write_task_outputs(outputs, train_log, method, model)
+
+
+def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
+    """One task update of a run. With ``training.gpus`` > 1 it runs data-parallel in that many worker processes.
+
+    Why worker processes spawned from here (``fomoflux.device.run_distributed``, i.e. ``torch.multiprocessing``)
+    rather than ``torch.distributed.run``: this process decodes the task's samples once and the workers read them
+    through shared memory, where torchrun would start fresh interpreters that each decode everything again (or need
+    it written to disk first); and a worker's exception comes back here with its traceback, into the job's log,
+    while the other workers are stopped instead of waiting forever in a collective.
+    """
+    import torch
+
+    from fomoflux.device import check_gpus, run_distributed, split_batch_size
+    from fomoflux.methods import TaskContext, get_method, load_method_state
     from fomoflux.train.loop import TaskUpdateConfig, run_task_update
 
     spec = job.params.spec
     task = spec["task"]
-    device = _device()
     manifests = _manifests(job.input.datasets)
     run = plan.runs[spec["run"]]
     stream = plan.streams[run.stream]
     training = spec["training"]
+    gpus = training.get("gpus", 1)  # keys at their defaults are left out of the spec (plan._spec_training)
+    device = _compute_device(log, training.get("precision", "auto"))
+    check_gpus(device, gpus)
     if stream.ordered_by_plan:
         task_entries = [list(stream.task(t)) for t in range(1, task + 1)]
     else:
         task_entries = io.read_json(job.input.stream_tasks)[:task]
 
-    model, tokenizer = _model(plan, job.input.checkpoint, device)
+    # With several workers this process only prepares: the model stays on the CPU and each worker moves its copy.
+    model, tokenizer = _model(plan, job.input.checkpoint, device if gpus == 1 else torch.device("cpu"))
     # The full options (the spec holds only those training depends on, for invalidation).
     method = get_method(spec["method"], dict(run.method_options))
-    if "state" in job.input.keys():
+    if "state" in job.input:
         load_method_state(method, job.input.state)
     # num_tasks stays None: an update must not depend on how long the stream will become (see RunPlan.task_spec).
     # The library counts tasks from 0 as the paper does (t = 0 is the first update, which has no buffer); the
     # pipeline's task folders count from 1 because task 0 there is the base model.
-    ctx = TaskContext(task_index=task - 1, num_tasks=None, base_state=job.input.base, device=device, seed=spec["seed"])
+    ctx = TaskContext(task_index=task - 1, num_tasks=None, base_state=str(job.input.base), device=device,
+                      seed=spec["seed"])
     steps = int(io.read_json(job.input.budget)["steps"])  # from the run's compute budget (rule run_budget)
     sources = {"update": None, "buffer": None, "pretrain": None}
     if run.updates_weights:
@@ -319,20 +383,33 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
         task_index=task - 1,
         schedule=training["schedule"],
         schedule_options=dict(training.get("schedule_options", {})),
-        device=device,
+        device=str(device),
+        precision=training.get("precision", "auto"),
     )
-    started = time.perf_counter()
-    train_log = run_task_update(model, tokenizer, method, sources, cfg, context=ctx)
-    log.info("task update took %.1f s", time.perf_counter() - started)
-
-    # The checkpoint is written last: its presence is what marks the task as done.
-    io.write_parquet(job.output.log, train_log)
-    save_method_state(method, job.output.state)
-    save_checkpoint(
-        model,
-        job.output.checkpoint,
+    outputs = TaskOutputs(
+        log=str(job.output.log),
+        state=str(job.output.state),
+        checkpoint=str(job.output.checkpoint),
         metadata={"arch": plan.model.arch, "run": run.name, "task": str(task), "method": spec["method"]},
     )
+    started = time.perf_counter()
+    if gpus == 1:
+        train_log = run_task_update(model, tokenizer, method, sources, cfg, context=ctx)
+        log.info("task update took %.1f s", time.perf_counter() - started)
+        write_task_outputs(outputs, train_log, method, model)
+        return
+
+    per_rank = split_batch_size(cfg.batch_size, gpus)  # fails here, before any worker starts
+    threads = max(1, int(job.threads) // gpus)
+    log.info("data-parallel task update: %d workers on %s, %d samples of each %d-sample batch per worker, %d "
+             "thread(s) each", gpus, "cuda:0.." if device.type == "cuda" else "the CPU (gloo)", per_rank,
+             cfg.batch_size, threads)
+    # Model, method and context are pickled to bytes so that every worker unpickles a private copy: handed over
+    # as objects, their CPU tensors would be shared memory, and the ranks would all step the same weights.
+    private = pickle.dumps((model, method, ctx), protocol=pickle.HIGHEST_PROTOCOL)
+    run_distributed(task_update_worker, gpus, device_type=device.type, threads=threads,
+                    args=(private, tokenizer, sources, cfg, outputs))
+    log.info("task update took %.1f s (outputs written by rank 0)", time.perf_counter() - started)
 
 
 def _load_buffer(manifests: list[Path], plan: Plan, past_tasks: list[list[str]], buffer: dict, seed: int):
@@ -428,7 +505,7 @@ def evaluate(job: Job, plan: Plan, log: logging.Logger) -> None:
     from fomoflux.evaluate import evaluate_datasets, stratified_subset
 
     params = job.params.eval
-    device = _device()
+    device = _compute_device(log, "auto")
     manifests = _manifests(job.input.datasets)
     model, tokenizer = _model(plan, job.input.checkpoint, device)
     model.eval()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -36,6 +37,12 @@ def run_job(snakemake: Any, stage: Callable[..., None]) -> None:
 
     with job_log(snakemake) as logger:
         set_threads(snakemake.threads)
+        if os.environ.get("SLURM_JOB_ID"):
+            # Which scheduler job made this artifact, and what it was given (sacct -j <id> has the rest).
+            env = os.environ
+            logger.info("SLURM job %s on %s: %s CPUs, %s GPUs (CUDA_VISIBLE_DEVICES=%s)", env["SLURM_JOB_ID"],
+                        env.get("SLURMD_NODENAME", "?"), env.get("SLURM_CPUS_ON_NODE", "?"),
+                        env.get("SLURM_GPUS_ON_NODE", "0"), env.get("CUDA_VISIBLE_DEVICES", "unset"))
         plan = build_plan(snakemake.config, check_against_model=False)
         stage(snakemake, plan, logger)
         sys.stdout.flush()

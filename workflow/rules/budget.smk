@@ -11,6 +11,9 @@ rule profile_method:
     params:
         spec=profile_spec,
         arch=PLAN.model.arch,
+    resources:
+        # Only a profile measured on the GPU needs one (budget.memory: cuda); counting runs on shapes alone.
+        gpu=1 if PLAN.budget["memory"] == "cuda" else 0,
     log:
         f"{LOGS}/profile_method/{{model}}/{{profile}}.log",
     benchmark:

@@ -1,9 +1,15 @@
 # Configuration, path templates and input functions. Logic lives in the fomoflux package; this file only
 # connects the plan to Snakemake.
 import dataclasses
+import errno
+import functools
+import json
+import math
+import os
 
 from snakemake.utils import validate
 
+from fomoflux import resources as job_resources
 from fomoflux import versions
 from fomoflux.errors import FomofluxError
 from fomoflux.plan import build_plan
@@ -13,6 +19,7 @@ validate(config, schema="../../config/schema/config.schema.yaml")
 
 try:
     PLAN = build_plan(config)
+    CLUSTER = job_resources.ResourceSettings.from_config(config.get("cluster"))
 except FomofluxError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
 
@@ -23,6 +30,24 @@ if PLAN.missing:
 
     onstart:
         raise WorkflowError(f"fomoflux: not starting: {PLAN.missing_report()}")
+
+
+onerror:
+    # Through SLURM, a killed job's reason (memory or time limit, cancellation, preemption) is only in its SLURM
+    # log; say it where the user looks, at the end of Snakemake's output.
+    from fomoflux.slurm import failure_report
+
+    # Snakemake 9 passes its log files as a list (older versions: one path).
+    logs = [log] if isinstance(log, (str, Path)) else list(log or [])
+    text = "".join(Path(p).read_text(errors="replace") for p in logs if Path(p).is_file())
+    for line in failure_report(text):
+        logger.error(f"fomoflux: {line}")
+
+
+# The slurm profile takes partition and account from these variables (its default-resources); unset means "the
+# cluster's default partition" and "the plugin's account guess", which an empty value gives.
+for _variable in ("FOMOFLUX_SLURM_PARTITION", "FOMOFLUX_SLURM_ACCOUNT"):
+    os.environ.setdefault(_variable, "")
 
 # One software environment for every rule (used with --software-deployment-method conda); the pinned
 # requirements are the same ones scripts/setup.sh installs.
@@ -331,3 +356,110 @@ def trained_task_logs(wildcards):
 
 def budgeted_runs(wildcards):
     return [RUN_BUDGET.format(run=run) for run in trained_runs()]
+
+
+# ---- cluster resources -----------------------------------------------------------------------------------
+# What GPU jobs ask the scheduler for (fomoflux.resources): scaled from the run's model, budget and data, and
+# growing with `attempt` so that a job the scheduler killed for memory or time is retried with more. CPU-only stages
+# take the profile's default-resources. Functions that read a job's inputs give Snakemake's "<TBD>" while those do
+# not exist yet (a dry run); Snakemake evaluates them again right before the job is submitted.
+
+
+def _require(*paths):
+    for path in paths:
+        if not Path(path).exists():
+            raise FileNotFoundError(errno.ENOENT, "not there yet", str(path))
+
+
+@functools.cache
+def _model_params():
+    """Parameter count of the architecture (a shapes-only model): for jobs without a step profile."""
+    from fomoflux.model import create_model, register_architecture
+
+    if PLAN.model.config:
+        register_architecture(PLAN.model.config)
+    model, _ = create_model(PLAN.model.arch, device="meta")
+    return sum(p.numel() for p in model.parameters())
+
+
+def _step_profile(run):
+    """The run's method step profile (FLOPs per step, parameters); None for a fixed budget or before it exists."""
+    path = Path(profile_path(PLAN.runs[run].profile_key()))
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _task_steps(input):
+    _require(input.budget)
+    return int(json.loads(Path(input.budget).read_text())["steps"])
+
+
+def train_gpus(wildcards):
+    return int(PLAN.runs[wildcards.run].training.get("gpus", 1))
+
+
+def train_cpus_per_gpu(wildcards, threads):
+    return job_resources.cpus_per_gpu(threads, train_gpus(wildcards))
+
+
+def train_mem_mb(wildcards, input, attempt):
+    run = PLAN.runs[wildcards.run]
+    steps = _task_steps(input)
+    _require(*input.datasets)
+    pool = dataset_dir(PLAN.pool_dataset) if run.training["mixture"]["pretrain"] > 0 else None
+    profile = _step_profile(wildcards.run)
+    return job_resources.task_memory_mb(
+        CLUSTER,
+        params=profile["total_params"] if profile else _model_params(),
+        image_size=PLAN.benchmark["image_size"],
+        data_rows=job_resources.manifest_rows([d for d in input.datasets if d != pool], split="train"),
+        pool_rows=job_resources.manifest_rows([pool], split="train") if pool else 0,
+        pool_draws=steps * run.training["batch_size"],
+        workers=train_gpus(wildcards),
+        attempt=attempt,
+    )
+
+
+def train_runtime(wildcards, input, attempt):
+    steps = _task_steps(input)
+    profile = _step_profile(wildcards.run)
+    flops = steps * profile["flops_per_step"] if profile else 0
+    return job_resources.runtime_minutes(CLUSTER, flops=flops, gpus=train_gpus(wildcards), attempt=attempt)
+
+
+def eval_mem_mb(wildcards, input, attempt):
+    _require(*input.datasets)
+    split = None if PLAN.validation["enabled"] else "test"
+    return job_resources.eval_memory_mb(
+        CLUSTER,
+        params=_model_params(),
+        image_size=PLAN.benchmark["image_size"],
+        rows=job_resources.manifest_rows(input.datasets, split=split),
+        attempt=attempt,
+    )
+
+
+def gpu_runtime(wildcards, attempt):
+    return CLUSTER.min_runtime * attempt
+
+
+def pretrain_mem_mb(wildcards, input, attempt):
+    _require(input.pool)
+    return job_resources.task_memory_mb(
+        CLUSTER,
+        params=_model_params(),
+        image_size=PLAN.benchmark["image_size"],
+        data_rows=0,
+        pool_rows=job_resources.manifest_rows([input.pool], split="train"),
+        pool_draws=PLAN.model.pretrain["steps"] * PLAN.model.pretrain["batch_size"],
+        attempt=attempt,
+    )
+
+
+def pretrain_runtime(wildcards, attempt):
+    return CLUSTER.pretrain_runtime * attempt
+
+
+def merge_mem_mb(wildcards, input, attempt):
+    # Merges stream tensor by tensor: the merged model, one input model and the operator's work tensors.
+    _require(*input)  # evaluated when the job is ready: a dry run does not construct the model for this
+    return math.ceil((CLUSTER.base_memory_mb * 2**20 + 4 * 4 * _model_params()) / 2**20) * attempt

@@ -15,6 +15,9 @@ rule evaluate_base:
     threads: PLAN.evaluation["threads"]
     resources:
         gpu=1,
+        cpus_per_gpu=lambda wc, threads: threads,
+        mem_mb=eval_mem_mb,
+        runtime=gpu_runtime,
     log:
         f"{LOGS}/evaluate_base/{{model}}.log",
     benchmark:
@@ -37,6 +40,9 @@ rule evaluate_task:
     threads: PLAN.evaluation["threads"]
     resources:
         gpu=1,
+        cpus_per_gpu=lambda wc, threads: threads,
+        mem_mb=eval_mem_mb,
+        runtime=gpu_runtime,
     log:
         f"{LOGS}/evaluate_task/{{run}}/task{{task}}.log",
     benchmark:

@@ -9,6 +9,8 @@ rule merge_task:
         TASK_MERGE,
     params:
         merge=merge_params,
+    resources:
+        mem_mb=merge_mem_mb,
     log:
         f"{LOGS}/merge_task/{{run}}/task{{task}}_{{kind}}.log",
     benchmark:

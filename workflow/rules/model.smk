@@ -17,6 +17,9 @@ if PLAN.model.pretrained_by_pipeline:
         threads: 2
         resources:
             gpu=1,
+            cpus_per_gpu=lambda wc, threads: threads,
+            mem_mb=pretrain_mem_mb,
+            runtime=pretrain_runtime,
         log:
             f"{LOGS}/pretrain_base/{{model}}.log",
         benchmark:
@@ -61,6 +64,9 @@ rule class_accuracy:
     threads: PLAN.evaluation["threads"]
     resources:
         gpu=1,
+        cpus_per_gpu=lambda wc, threads: threads,
+        mem_mb=eval_mem_mb,
+        runtime=gpu_runtime,
     log:
         f"{LOGS}/class_accuracy/{{model}}.log",
     benchmark:

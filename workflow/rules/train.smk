@@ -15,7 +15,10 @@ rule train_task:
         version=versions.TRAIN,
     threads: lambda wc: PLAN.runs[wc.run].training["threads"]
     resources:
-        gpu=1,
+        gpu=train_gpus,
+        cpus_per_gpu=train_cpus_per_gpu,
+        mem_mb=train_mem_mb,
+        runtime=train_runtime,
     log:
         f"{LOGS}/train_task/{{run}}/task{{task}}.log",
     benchmark:

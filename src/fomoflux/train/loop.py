@@ -24,6 +24,16 @@ torch build and thread count), and any step's batch can be reconstructed alone w
 Speed: every distinct caption of the task is tokenised once, up front (one tokenizer call), into a token table;
 a step only indexes tensors (no Python loop over samples) and normalises the uint8 images with
 ``fomoflux.preprocess.Normalizer`` on the device. Threads are the caller's business (``torch.set_num_threads``).
+
+Precision: the forward pass and the loss run under ``fomoflux.device.autocast(device, cfg.precision)`` (``auto``:
+bf16 on CUDA, plain fp32 on the CPU, so CPU runs are unchanged); backward, clipping and the optimizer step run
+outside it, and parameters, gradients and optimizer state stay fp32.
+
+Data parallelism: inside a ``torch.distributed`` process group of W > 1 ranks (``fomoflux.device.run_distributed``)
+every rank draws the same full batch of the step, trains on its contiguous slice of B/W samples, computes the
+full-batch contrastive loss over features gathered from all ranks, and averages the gradients of the trained
+parameters before clipping (:func:`_average_gradients` says why that is the full-batch gradient). Every rank then
+holds the same weights; rank 0 shows the progress bar.
 """
 
 from __future__ import annotations
@@ -32,13 +42,15 @@ import hashlib
 import math
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import polars as pl
 import torch
 
 from fomoflux.data.sampleset import SampleSet
+from fomoflux.device import PRECISIONS, autocast, distributed_rank_world, split_batch_size
 from fomoflux.errors import ConfigError
 from fomoflux.methods.base import Method, TaskContext
 from fomoflux.preprocess import Normalizer
@@ -46,13 +58,13 @@ from fomoflux.train.mixture import SOURCES, source_batch_sizes, validate_ratios
 from fomoflux.train.schedule import LRSchedule, make_schedule
 
 __all__ = [
-    "TaskUpdateConfig",
-    "TaskBatches",
     "LOG_SCHEMA",
-    "step_seed",
+    "TaskBatches",
+    "TaskUpdateConfig",
     "draw_batch",
-    "run_task_update",
     "pretrain_base",
+    "run_task_update",
+    "step_seed",
 ]
 
 LOG_SCHEMA: dict[str, Any] = {
@@ -71,6 +83,9 @@ LOG_SCHEMA: dict[str, Any] = {
 }
 
 MAX_LOGIT_SCALE = math.log(100.0)
+# Gradients are all-reduced in flat buckets of at most this many elements: few collectives per step (one per
+# parameter would be ~200 for ViT-B/16), with a bounded extra buffer (64 MiB in fp32).
+_GRAD_BUCKET_NUMEL = 1 << 24
 
 
 def _default_mixture() -> dict[str, float]:
@@ -100,6 +115,7 @@ class TaskUpdateConfig:
     device: str = "cpu"
     progress: bool = True
     rng_salt: str = "task-update"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ConfigError:
@@ -119,6 +135,8 @@ class TaskUpdateConfig:
             raise bad("task_index", "must be >= 0")
         if self.log_every < 1:
             raise bad("log_every", "must be >= 1")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"training.precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         self.mixture = validate_ratios(self.mixture)
         self.betas = tuple(self.betas)  # type: ignore[assignment]
 
@@ -242,6 +260,57 @@ def _model_image_size(model: torch.nn.Module) -> tuple[int, int] | None:
     return (size, size) if isinstance(size, int) else tuple(size)  # type: ignore[return-value]
 
 
+def _gradient_buckets(grads: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """``grads`` in order, grouped into runs of one dtype and device of at most _GRAD_BUCKET_NUMEL elements each
+    (a tensor larger than that is a bucket of its own)."""
+    buckets: list[list[torch.Tensor]] = []
+    size = 0
+    for grad in grads:
+        last = buckets[-1] if buckets else None
+        fits = last is not None and size + grad.numel() <= _GRAD_BUCKET_NUMEL
+        if fits and last[0].dtype == grad.dtype and last[0].device == grad.device:
+            last.append(grad)
+            size += grad.numel()
+        else:
+            buckets.append([grad])
+            size = grad.numel()
+    return buckets
+
+
+def _average_gradients(params: list[torch.nn.Parameter], world_size: int) -> None:
+    """Replace every rank's gradients of ``params`` by their mean over the ``world_size`` ranks (in place).
+
+    Why the mean is the full-batch gradient ∂L/∂θ (with the loss of :func:`run_task_update`): every rank computes the
+    same full-batch loss L from features all-gathered with gradient. The backward of that all_gather sums, over the
+    W ranks, the gradient each rank's identical L gives to the local features, so rank r's gradient is W·∂L/∂θ|_r,
+    where |_r is the part of ∂L/∂θ that flows through the features of rank r's slice. The mean over ranks is
+    Σ_r ∂L/∂θ|_r = ∂L/∂θ. Terms computed alike on every rank from parameters alone (logit_scale's direct use in the
+    logits, a method's penalty) give each rank the full gradient once, and their mean is that gradient again.
+    A parameter without a gradient has none on any rank (the graphs are the same), so the ranks reduce the same
+    buckets in the same order.
+    """
+    import torch.distributed as dist
+
+    grads = [p.grad for p in params if p.grad is not None]
+    for bucket in _gradient_buckets(grads):
+        flat = torch.cat([g.reshape(-1) for g in bucket])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat.div_(world_size)
+        offset = 0
+        for grad in bucket:
+            grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+            offset += grad.numel()
+
+
+def _contrastive_loss(rank: int, world_size: int):
+    """open_clip's symmetric InfoNCE; across W > 1 ranks the full-batch loss over features gathered with gradient."""
+    import open_clip
+
+    if world_size == 1:
+        return open_clip.ClipLoss()
+    return open_clip.ClipLoss(local_loss=False, gather_with_grad=True, rank=rank, world_size=world_size)
+
+
 def run_task_update(
     model: torch.nn.Module,
     tokenizer,
@@ -255,9 +324,15 @@ def run_task_update(
     ``context`` gives the method what the config does not (num_tasks, θ0); by default one is built from ``cfg``.
     The loop fills in its ``sources`` and ``tokenizer``. A method with ``updates_weights = False`` gets nothing
     called and the log is empty (with the same columns), as it is for ``steps = 0`` after begin/end_task.
+
+    Inside a process group of W > 1 ranks this is one rank of a data-parallel update (module docstring); every rank
+    must call it with the same arguments. Raises ConfigError naming training.batch_size and training.gpus when
+    ``cfg.batch_size`` does not divide by W.
     """
     if not method.updates_weights:
         return _empty_log()
+    rank, world_size = distributed_rank_world()
+    local_batch = split_batch_size(cfg.batch_size, world_size)
     device = torch.device(cfg.device)
     if context is None:
         context = TaskContext(task_index=cfg.task_index, num_tasks=cfg.num_tasks, device=device, seed=cfg.seed)
@@ -289,11 +364,10 @@ def run_task_update(
     for p in params:
         p.requires_grad_(True)
 
-    import open_clip
     from tqdm import tqdm
 
     normalizer = Normalizer.for_model(model, device)
-    loss_fn = open_clip.ClipLoss()
+    loss_fn = _contrastive_loss(rank, world_size)
     optimizer = torch.optim.AdamW(
         _param_groups(model, params, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps
     )
@@ -304,7 +378,7 @@ def run_task_update(
 
     model.train()
     bar = tqdm(total=cfg.steps, desc=f"task {cfg.task_index} [{method.name}]", file=sys.stderr,
-               disable=not cfg.progress or cfg.steps == 0, mininterval=1.0, dynamic_ncols=True)
+               disable=not cfg.progress or cfg.steps == 0 or rank != 0, mininterval=1.0, dynamic_ncols=True)
     start = time.perf_counter()
     try:
         for step in range(cfg.steps):
@@ -312,16 +386,26 @@ def run_task_update(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             images_u8, tokens = batches.draw(step)
+            if world_size > 1:
+                # Every rank drew the same full batch (same step seed); each trains on its own contiguous slice, so
+                # the gathered features are the full batch in its drawn order.
+                mine = slice(rank * local_batch, (rank + 1) * local_batch)
+                images_u8, tokens = images_u8[mine], tokens[mine]
             images = normalizer(images_u8)
             tokens = tokens.to(device, non_blocking=True)
 
-            out = model(images, tokens)
-            contrastive = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+            with autocast(device, cfg.precision):
+                out = model(images, tokens)
+                contrastive = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+            # The penalty stays outside autocast, so it is fp32 whatever ops a method uses (a sum of many small
+            # terms over the weights, which bf16's 8-bit mantissa would blur).
             penalty = method.penalty(model)
             loss = contrastive if penalty is None else contrastive + penalty
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if world_size > 1:
+                _average_gradients(params, world_size)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
             optimizer.step()
             if logit_scale is not None and logit_scale.requires_grad:
@@ -366,9 +450,11 @@ def pretrain_base(
     log_every: int = 1,
     device: str = "cpu",
     progress: bool = True,
+    precision: str = "auto",
 ) -> tuple[torch.nn.Module, pl.DataFrame]:
     """The embedded benchmark's base model θ0: ``arch`` from a random init seeded by ``seed``, trained with full
-    fine-tuning on ``pool`` alone (mixture {"pretrain": 1.0}). Returns (model, training log)."""
+    fine-tuning on ``pool`` alone (mixture {"pretrain": 1.0}) with ``precision`` (``training.precision``).
+    Returns (model, training log)."""
     from fomoflux.methods import get_method
     from fomoflux.model import create_model
 
@@ -389,6 +475,7 @@ def pretrain_base(
         device=device,
         progress=progress,
         rng_salt="pretrain-base",
+        precision=precision,
     )
     log = run_task_update(model, tokenizer, get_method("finetune"), {"pretrain": pool}, cfg)
     model.eval()

@@ -1,0 +1,185 @@
+"""Cluster resource requests (fomoflux.resources) and the SLURM log reader (fomoflux.slurm)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from fomoflux.errors import ConfigError
+from fomoflux.resources import (
+    PARAM_COPIES,
+    ResourceSettings,
+    cpus_per_gpu,
+    eval_memory_mb,
+    manifest_rows,
+    runtime_minutes,
+    task_memory_mb,
+)
+from fomoflux.slurm import failure_report, scheduled_jobs, slurm_reason, submitted_jobs
+
+MB = 2**20
+
+
+def test_settings_defaults_and_overrides():
+    assert ResourceSettings.from_config(None) == ResourceSettings()
+    settings = ResourceSettings.from_config({"gpu_tflops": 50, "min_runtime": 5})
+    assert (settings.gpu_tflops, settings.min_runtime, settings.runtime_safety) == (50, 5, 3.0)
+
+
+@pytest.mark.parametrize(
+    "section, culprit",
+    [({"gpu_tflop": 1}, "cluster.gpu_tflop"), ({"min_runtime": 0}, "cluster.min_runtime"),
+     ({"gpu_tflops": "fast"}, "cluster.gpu_tflops"), ({"runtime_safety": 0.5}, "cluster.runtime_safety")],
+)
+def test_settings_errors_name_the_key(section, culprit):
+    with pytest.raises(ConfigError, match=culprit):
+        ResourceSettings.from_config(section)
+
+
+def test_task_memory_counts_base_model_copies_and_decoded_images():
+    settings = ResourceSettings(base_memory_mb=1000)
+    params, size = 10 * MB, 32
+    got = task_memory_mb(settings, params=params, image_size=size, data_rows=1000, pool_rows=500, pool_draws=100)
+    expected = 1000 * MB + PARAM_COPIES * 4 * params + (1000 + 100) * 3 * size * size
+    assert got == -(-expected // MB)
+    # The pool's draws are bounded by the pool: a long task cannot ask for more images than the pool has.
+    capped = task_memory_mb(settings, params=params, image_size=size, data_rows=1000, pool_rows=500,
+                            pool_draws=10**9)
+    assert capped == -(-(expected + 400 * 3 * size * size) // MB)
+    # A retry (attempt 2) after the scheduler killed the job asks for twice as much.
+    again = task_memory_mb(settings, params=params, image_size=size, data_rows=1000, pool_rows=500, pool_draws=100,
+                           attempt=2)
+    assert again == 2 * got
+    # Two GPUs: the job's process and two workers each hold the libraries and the model; the images once.
+    two = task_memory_mb(settings, params=params, image_size=size, data_rows=1000, pool_rows=500, pool_draws=100,
+                         workers=2)
+    assert two == -(-(3 * (1000 * MB + PARAM_COPIES * 4 * params) + 1100 * 3 * size * size) // MB)
+
+
+def test_paper_scale_task_memory_is_dominated_by_decoded_images():
+    # ViT-B/16 (150M parameters), 224 px, a late task whose buffer holds ~1M images: what in-memory decoding needs.
+    mb = task_memory_mb(ResourceSettings(), params=150_000_000, image_size=224, data_rows=1_000_000,
+                        pool_rows=10**7, pool_draws=1420 * 512)
+    assert 240_000 < mb < 260_000
+
+
+def test_eval_memory():
+    mb = eval_memory_mb(ResourceSettings(base_memory_mb=100), params=MB, image_size=16, rows=MB // (3 * 256))
+    assert mb == 100 + 8 + 1
+
+
+def test_runtime_from_flops_with_floor_and_attempts():
+    settings = ResourceSettings(gpu_tflops=100, runtime_safety=3, min_runtime=20)
+    # 1420 steps x 512 samples x 60 GFLOP: 4.4e16 FLOPs -> 436 s at 100 TFLOP/s, x3 = 21.8 min -> 22
+    flops = 1420 * 512 * 60e9
+    assert runtime_minutes(settings, flops=flops) == 22
+    assert runtime_minutes(settings, flops=flops, gpus=2) == 20  # 11 min, raised to the floor
+    assert runtime_minutes(settings, flops=0) == 20
+    assert runtime_minutes(settings, flops=flops, attempt=3) == 66
+    with pytest.raises(ConfigError, match="attempt"):
+        runtime_minutes(settings, flops=flops, attempt=0)
+
+
+def test_cpus_per_gpu():
+    assert cpus_per_gpu(8, 1) == 8
+    assert cpus_per_gpu(8, 3) == 3
+    assert cpus_per_gpu(1, 4) == 1
+
+
+def test_manifest_rows_reads_footer_or_split_column(tmp_path):
+    for name, splits in {"a": ["train"] * 5 + ["test"] * 2, "b": ["train"] * 3}.items():
+        (tmp_path / name).mkdir()
+        pl.DataFrame({"split": splits, "index": range(len(splits))}).write_parquet(tmp_path / name / "manifest.parquet")
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    assert manifest_rows(dirs) == 10
+    assert manifest_rows(dirs, split="train") == 8
+    assert manifest_rows(dirs, split="test") == 2
+    assert manifest_rows([]) == 0
+
+
+# ---- SLURM logs --------------------------------------------------------------------------------------------
+
+SNAKEMAKE_LOG = """\
+Job 3 has been submitted with SLURM jobid 41 (log: {root}/.snakemake/slurm_logs/rule_train_task/finetune_002/41.log).
+Job 7 has been submitted with SLURM jobid 42 (log: {root}/.snakemake/slurm_logs/rule_evaluate_base/fomo-micro/42.log).
+Job 9 has been submitted with SLURM jobid 43 (log: {root}/.snakemake/slurm_logs/rule_build_catalog/43.log).
+[Mon Nov 23 19:01:02 2026]
+Error in rule train_task:
+    message: SLURM-job '41' failed, SLURM status is: 'FAILED'. Reasons: exit code 0:9.For further error details see the cluster/cloud log and the log files of the involved rule(s).
+Error in rule evaluate_base:
+    message: SLURM-job '42' failed, SLURM status is: 'TIMEOUT'. Reasons: Unknown.
+"""
+
+MEMORY_KILL = """\
+Building DAG of jobs...
+slurmstepd-vm: error: StepId=41.0 exceeded memory limit (293199872 > 104857600), being killed
+slurmstepd-vm: error: Exceeded job memory limit
+slurmstepd-vm: error: *** JOB 41 ON vm CANCELLED AT 2026-11-23T18:53:01 ***
+slurmstepd-vm: error: Exceeded job memory limit
+"""
+
+TIME_LIMIT = "srun: error: vm: task 0: Terminated\nslurmstepd-vm: error: *** JOB 42 ON vm CANCELLED AT 2026-11-23T19:02:00 DUE TO TIME LIMIT ***\n"
+
+
+def test_submitted_jobs_map_slurm_ids_to_rules_and_wildcards(tmp_path):
+    jobs = submitted_jobs(SNAKEMAKE_LOG.format(root=tmp_path))
+    assert [(j.slurm_jobid, j.rule, j.wildcards) for j in jobs] == [
+        (41, "train_task", "finetune_002"), (42, "evaluate_base", "fomo-micro"), (43, "build_catalog", "")]
+    assert jobs[0].snakemake_jobid == 3
+    assert jobs[0].log == tmp_path / ".snakemake/slurm_logs/rule_train_task/finetune_002/41.log"
+
+
+def test_failure_report_gives_the_reason_slurm_wrote(tmp_path):
+    text = SNAKEMAKE_LOG.format(root=tmp_path)
+    for job, content in zip(submitted_jobs(text), (MEMORY_KILL, TIME_LIMIT)):
+        job.log.parent.mkdir(parents=True)
+        job.log.write_text(content)
+    assert slurm_reason(submitted_jobs(text)[0].log) == [
+        "slurmstepd-vm: error: StepId=41.0 exceeded memory limit (293199872 > 104857600), being killed",
+        "slurmstepd-vm: error: Exceeded job memory limit",
+        "slurmstepd-vm: error: *** JOB 41 ON vm CANCELLED AT 2026-11-23T18:53:01 ***",
+    ]
+    report = failure_report(text)
+    assert len(report) == 2
+    assert report[0].startswith("SLURM job 41 (train_task finetune_002) ended FAILED: ")
+    assert "exceeded memory limit" in report[0]
+    assert report[1].startswith("SLURM job 42 (evaluate_base fomo-micro) ended TIMEOUT: ")
+    assert "DUE TO TIME LIMIT" in report[1]
+
+
+def test_failure_report_without_a_log_file_says_so(tmp_path):
+    report = failure_report(SNAKEMAKE_LOG.format(root=tmp_path))
+    assert report[0] == "SLURM job 41 (train_task finetune_002) ended FAILED: no reason in its SLURM log"
+    assert failure_report("nothing failed here") == []
+
+
+def test_scheduled_jobs_reads_rule_wildcards_resources_and_benchmark():
+    output = """\
+Select jobs to execute...
+
+[Mon Nov 23 19:10:51 2026]
+rule train_task:
+    input: results/runs/finetune/budget.json
+    output: results/runs/finetune/task001/model.safetensors
+    log: results/logs/train_task/finetune/task001.log
+    jobid: 38
+    benchmark: results/benchmarks/train_task/finetune/task001.tsv
+    reason: Missing output files: results/runs/finetune/task001/model.safetensors
+    wildcards: run=finetune, task=001
+    resources: tmpdir=<TBD>, mem_mb=3151, mem=3.15 GB, slurm_partition=, runtime=20, gpu=1, cpus_per_gpu=1
+Shell command: None
+
+[Mon Nov 23 19:10:52 2026]
+localrule results_db:
+    input: results/runs/finetune/metrics.parquet
+    jobid: 2
+    resources: tmpdir=/tmp
+"""
+    jobs = scheduled_jobs(output)
+    assert jobs[38]["rule"] == "train_task"
+    assert jobs[38]["wildcards"] == {"run": "finetune", "task": "001"}
+    assert jobs[38]["resources"]["mem_mb"] == "3151" and jobs[38]["resources"]["slurm_partition"] == ""
+    assert jobs[38]["benchmark"] == "results/benchmarks/train_task/finetune/task001.tsv"
+    assert jobs[38]["log"] == "results/logs/train_task/finetune/task001.log"
+    assert jobs[2] == {"rule": "results_db", "wildcards": {}, "resources": {"tmpdir": "/tmp"}, "benchmark": None,
+                       "log": None}
