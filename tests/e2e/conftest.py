@@ -52,16 +52,17 @@ class Project:
             raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
         return proc
 
-    def snakemake_slurm(self, *args: str, check: bool = True, timeout: float = 1500) -> subprocess.CompletedProcess:
-        """The README's cluster command, `snakemake --cores 8 --profile slurm`, against the test cluster.
+    def slurm_command(self, *args: str) -> list[str]:
+        """The README's cluster command, `snakemake --cores 8 --profile slurm`, against the test cluster. The executor
+        checks job states 2 s after a job finishes instead of the profile's 20 s, so chained test jobs do not wait."""
+        return [sys.executable, "-m", "snakemake", *args, "--cores", "8", "--profile", "slurm",
+                "--slurm-init-seconds-before-status-checks", "2", "--configfile", str(self.config_path)]
 
-        The executor checks job states 2 s after a job finishes instead of its 40 s default, so that chained test
-        jobs do not wait. SIGINT on timeout: a waiting Snakemake ignores SIGTERM.
-        """
-        cmd = [sys.executable, "-m", "snakemake", *args, "--cores", "8", "--profile", "slurm",
-               "--slurm-init-seconds-before-status-checks", "2", "--configfile", str(self.config_path)]
+    def snakemake_slurm(self, *args: str, check: bool = True, timeout: float = 1500) -> subprocess.CompletedProcess:
+        """Run :meth:`slurm_command` to its end (SIGINT on timeout: a waiting Snakemake ignores SIGTERM)."""
         try:
-            proc = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(self.slurm_command(*args), cwd=self.root, capture_output=True, text=True,
+                                  timeout=timeout)
         except subprocess.TimeoutExpired as err:
             raise AssertionError(f"snakemake {' '.join(args)} through SLURM hung:\n{err.stderr}") from None
         if check and proc.returncode != 0:
@@ -70,10 +71,9 @@ class Project:
         return proc
 
     def start_snakemake_slurm(self, *args: str, log: Path) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "snakemake", *args, "--cores", "8", "--profile", "slurm",
-               "--slurm-init-seconds-before-status-checks", "2", "--configfile", str(self.config_path)]
         with open(log, "w") as handle:
-            return subprocess.Popen(cmd, cwd=self.root, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen(self.slurm_command(*args), cwd=self.root, stdout=handle, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
 
     def start_snakemake(self, *args: str) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile", str(self.config_path)]

@@ -8,6 +8,7 @@ results comparable with the local run of the same config.
 from __future__ import annotations
 
 import collections
+import shutil
 import time
 
 import polars as pl
@@ -48,7 +49,7 @@ def test_the_pipeline_runs_through_slurm_with_the_requested_resources_and_matche
     project = finished.copy(tmp_path / "project")
     planned = collections.Counter(rule for rule, _ in project.planned_jobs("--forceall"))
     for path in [project.root / "results", project.root / ".snakemake"]:
-        subprocess_rm(path)
+        shutil.rmtree(path, ignore_errors=True)
 
     proc = project.snakemake_slurm()
     output = proc.stdout + proc.stderr
@@ -91,17 +92,11 @@ def test_the_pipeline_runs_through_slurm_with_the_requested_resources_and_matche
     assert_same_metrics(project, finished, ["finetune", "lora", "ema_merge", "offline_merge", "zeroshot"])
 
 
-def subprocess_rm(path):
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def forget_tasks(project, run, tasks):
     """Delete the tasks' updates and evaluations and the run's tables, to be made again by asking for the run's
     metrics (Snakemake redoes a missing file only when something it must make needs it)."""
     for task in tasks:
-        subprocess_rm(project.path("runs", run, f"task{task}"))
+        shutil.rmtree(project.path("runs", run, f"task{task}"))
         project.path("runs", run, "eval", f"task{task}.parquet").unlink()
     for table in ("metrics.parquet", "summary.parquet"):
         project.path("runs", run, table).unlink()

@@ -388,6 +388,13 @@ def _step_profile(run):
     return json.loads(path.read_text()) if path.exists() else None
 
 
+@functools.cache
+def _manifest_rows(folder, split):
+    """Rows of a finished dataset (asked for only once its job is ready): every evaluation job reads the same
+    manifests, so each is counted once per Snakemake run."""
+    return job_resources.manifest_rows([folder], split=split)
+
+
 def _task_steps(input):
     _require(input.budget)
     return int(json.loads(Path(input.budget).read_text())["steps"])
@@ -411,8 +418,8 @@ def train_mem_mb(wildcards, input, attempt):
         CLUSTER,
         params=profile["total_params"] if profile else _model_params(),
         image_size=PLAN.benchmark["image_size"],
-        data_rows=job_resources.manifest_rows([d for d in input.datasets if d != pool], split="train"),
-        pool_rows=job_resources.manifest_rows([pool], split="train") if pool else 0,
+        data_rows=sum(_manifest_rows(d, "train") for d in input.datasets if d != pool),
+        pool_rows=_manifest_rows(pool, "train") if pool else 0,
         pool_draws=steps * run.training["batch_size"],
         workers=train_gpus(wildcards),
         attempt=attempt,
@@ -433,7 +440,7 @@ def eval_mem_mb(wildcards, input, attempt):
         CLUSTER,
         params=_model_params(),
         image_size=PLAN.benchmark["image_size"],
-        rows=job_resources.manifest_rows(input.datasets, split=split),
+        rows=sum(_manifest_rows(d, split) for d in input.datasets),
         attempt=attempt,
     )
 
@@ -449,7 +456,7 @@ def pretrain_mem_mb(wildcards, input, attempt):
         params=_model_params(),
         image_size=PLAN.benchmark["image_size"],
         data_rows=0,
-        pool_rows=job_resources.manifest_rows([input.pool], split="train"),
+        pool_rows=_manifest_rows(input.pool, "train"),
         pool_draws=PLAN.model.pretrain["steps"] * PLAN.model.pretrain["batch_size"],
         attempt=attempt,
     )
