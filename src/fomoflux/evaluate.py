@@ -13,7 +13,8 @@ Conventions (see BENCHMARK.md, "Evaluation and metrics"):
   inputs, so the same (class_ids, seed) always gives the same subset (the reference release shrinks its subsets on
   every call — a defect).
 
-Images arrive as uint8 ``SampleSet.images`` at the model's resolution; they are normalised batched on the device with
+Images arrive as uint8 ``SampleSet.images`` at the model's resolution, or are read from disk batch by batch
+(``DiskSamples``, the evaluation transform, in DataLoader workers); they are normalised batched on the device with
 :class:`fomoflux.preprocess.Normalizer` and encoded under ``torch.inference_mode()`` and
 ``fomoflux.device.autocast(device, "auto")`` (bf16 forward passes on CUDA, plain fp32 on the CPU; embeddings are
 normalised and compared in fp32 either way). Per-batch work besides the image
@@ -271,11 +272,46 @@ def retrieval_recall(
     return out
 
 
-def _image_batches(samples: SampleSet, normalizer: Normalizer, batch_size: int) -> Iterator[tuple[int, int, torch.Tensor]]:
-    images = samples.images
-    for start in range(0, images.shape[0], batch_size):
-        stop = min(start + batch_size, images.shape[0])
-        yield start, stop, normalizer(images[start:stop])
+class _EvalBatches(torch.utils.data.Dataset):
+    """Batch number -> uint8 images [b, 3, S, S] of consecutive samples (the evaluation transform)."""
+
+    def __init__(self, samples, batch_size: int, image_size: int) -> None:
+        self.samples, self.batch_size, self.image_size = samples, batch_size, image_size
+
+    def __len__(self) -> int:
+        return (len(self.samples) + self.batch_size - 1) // self.batch_size
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        stop = min((k + 1) * self.batch_size, len(self.samples))
+        return self.samples.eval_images(range(k * self.batch_size, stop), self.image_size)
+
+
+def model_image_size(model) -> int | None:
+    """The square input resolution of an open_clip model (None when it has no ``visual.image_size``)."""
+    size = getattr(getattr(model, "visual", None), "image_size", None)
+    return size if size is None or isinstance(size, int) else int(size[0])
+
+
+def _image_batches(samples, normalizer: Normalizer, batch_size: int, image_size: int | None = None,
+                   workers: int = 0) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(start, stop, normalised images) of consecutive batches. In-memory images at ``image_size`` are sliced;
+    anything else (samples on disk, other sizes) is read and transformed batch by batch, in ``workers`` DataLoader
+    processes when > 0, so only the batches in flight are ever decoded."""
+    n = len(samples)
+    images = getattr(samples, "images", None)
+    if images is not None and (image_size is None or tuple(images.shape[-2:]) == (image_size, image_size)):
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            yield start, stop, normalizer(images[start:stop])
+        return
+    if image_size is None:
+        raise ConfigError("evaluation: samples on disk need the model's image size")
+    kwargs = {"prefetch_factor": 4} if workers else {}
+    loader = torch.utils.data.DataLoader(_EvalBatches(samples, batch_size, image_size), batch_size=None,
+                                         num_workers=workers, pin_memory=normalizer.device.type == "cuda", **kwargs)
+    for k, batch in enumerate(loader):
+        start = k * batch_size
+        yield start, start + batch.shape[0], normalizer(batch)
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -301,7 +337,8 @@ def evaluate_classification(
     return _classification(model, tokenizer, spec, samples, batch_size, device, None)
 
 
-def _classification(model, tokenizer, spec: DatasetSpec, samples: SampleSet, batch_size: int, device, progress) -> dict:
+def _classification(model, tokenizer, spec: DatasetSpec, samples: SampleSet, batch_size: int, device, progress,
+                    workers: int = 0) -> dict:
     _check_batch_size(batch_size)
     if spec.kind != "classification":
         raise ConfigError(f"dataset {spec.name!r}: evaluate_classification needs kind 'classification', got {spec.kind!r}")
@@ -322,7 +359,7 @@ def _classification(model, tokenizer, spec: DatasetSpec, samples: SampleSet, bat
     labels = labels.to(device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     with _eval_mode(model):
-        for start, stop, images in _image_batches(samples, normalizer, batch_size):
+        for start, stop, images in _image_batches(samples, normalizer, batch_size, model_image_size(model), workers):
             emb = _encode_images(model, images, device)
             correct += top1_correct(emb, text, labels[start:stop])
             if progress is not None:
@@ -335,7 +372,7 @@ def evaluate_retrieval(model, tokenizer, samples: SampleSet, *, batch_size: int 
     return _retrieval(model, tokenizer, samples, batch_size, device, None)
 
 
-def _retrieval(model, tokenizer, samples: SampleSet, batch_size: int, device, progress) -> dict:
+def _retrieval(model, tokenizer, samples: SampleSet, batch_size: int, device, progress, workers: int = 0) -> dict:
     _check_batch_size(batch_size)
     n = len(samples)
     if n == 0:
@@ -344,7 +381,7 @@ def _retrieval(model, tokenizer, samples: SampleSet, batch_size: int, device, pr
     normalizer = Normalizer.for_model(model, device)
     with _eval_mode(model):
         image_parts = []
-        for start, stop, images in _image_batches(samples, normalizer, batch_size):
+        for start, stop, images in _image_batches(samples, normalizer, batch_size, model_image_size(model), workers):
             image_parts.append(_encode_images(model, images, device))
             if progress is not None:
                 progress.update(stop - start)
@@ -363,8 +400,12 @@ def evaluate_datasets(
     batch_size: int = 512,
     device="cpu",
     progress: bool = True,
+    workers: int = 0,
 ):
     """Evaluate every (spec, samples) pair; one row per (dataset, metric) as a polars DataFrame.
+
+    ``samples`` may be a SampleSet or samples on disk (``DiskSamples``, read and decoded batch by batch in
+    ``workers`` DataLoader processes).
 
     Columns: dataset, role, kind, metric ("top1" | "R@1" | "R@5"), value (in [0, 1]), n, primary (top1 for
     classification, R@5 for retrieval). A tqdm bar over all images goes to stderr when ``progress``.
@@ -386,11 +427,11 @@ def evaluate_datasets(
         for spec, samples in datasets:
             bar.set_postfix_str(spec.name, refresh=False)
             if spec.kind == "classification":
-                result = _classification(model, tokenizer, spec, samples, batch_size, device, bar)
+                result = _classification(model, tokenizer, spec, samples, batch_size, device, bar, workers)
                 metrics = ["top1"]
             else:
                 try:
-                    result = _retrieval(model, tokenizer, samples, batch_size, device, bar)
+                    result = _retrieval(model, tokenizer, samples, batch_size, device, bar, workers)
                 except DataError as err:
                     raise DataError(f"dataset {spec.name!r}: {err}") from None
                 metrics = [f"R@{k}" for k in RETRIEVAL_KS]

@@ -585,13 +585,14 @@ def _image_embeddings(model, samples: SampleSet, batch_size: int, device: torch.
     """L2-normalised float32 image embeddings [N, D] on ``device``, encoded in eval mode without gradients."""
     import torch
     
-    from fomoflux.evaluate import _encode_images, _eval_mode, _image_batches
+    from fomoflux.evaluate import _encode_images, _eval_mode, _image_batches, model_image_size
     from fomoflux.preprocess import Normalizer
 
     normalizer = Normalizer.for_model(model, device)
     with _eval_mode(model):
         # Under autocast(device, "auto") like every evaluation forward pass (bf16 on CUDA, fp32 on the CPU).
-        parts = [_encode_images(model, images, device) for _, _, images in _image_batches(samples, normalizer, batch_size)]
+        parts = [_encode_images(model, images, device) for _, _, images in
+                 _image_batches(samples, normalizer, batch_size, model_image_size(model))]
     return torch.cat(parts)
 
 

@@ -36,7 +36,17 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "precision": "auto",
     "mixture": {"pretrain": 0.33, "update": 0.34, "buffer": 0.33},
     "buffer": {"policy": "all", "size": None},
+    # The paper's training transform (RandomResizedCrop, bicubic); kind "none" trains on the evaluation transform.
+    "augmentation": {"kind": "random_resized_crop", "scale": [0.9, 1.0], "ratio": [0.75, 4 / 3]},
+    "data_workers": "auto",
+    "log_every": 10,
+    "compile": False,
+    "grad_checkpointing": False,
+    "resume": {"every_minutes": 10.0, "every_steps": 0},
 }
+# Training keys that change how a task update runs, never what it computes (on the CPU, bit for bit; on GPUs up to
+# kernel choice): they never enter a task's spec, so changing them retrains nothing.
+OPERATIONAL_TRAINING_KEYS = frozenset({"data_workers", "log_every", "compile", "grad_checkpointing", "resume"})
 MIXTURE_SOURCES = ("pretrain", "update", "buffer")
 # How a run's steps per task follow from full fine-tuning's `steps` (fomoflux.budget): equal Memory-Adjusted FLOPs,
 # equal FLOPs, or the configured steps as they are.
@@ -112,7 +122,8 @@ _SPEC_DEFAULTS_OMITTED = {"gpus": 1, "precision": "auto"}
 
 
 def _spec_training(training: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in training.items() if not (k in _SPEC_DEFAULTS_OMITTED and v == _SPEC_DEFAULTS_OMITTED[k])}
+    return {k: v for k, v in training.items() if k not in OPERATIONAL_TRAINING_KEYS
+            and not (k in _SPEC_DEFAULTS_OMITTED and v == _SPEC_DEFAULTS_OMITTED[k])}
 
 
 def profile_key(method: str, options: Mapping[str, Any], batch_size: int) -> str:

@@ -48,3 +48,9 @@ def sample_hashes(rows: "pl.DataFrame", seed: int, purpose: str) -> np.ndarray:
     # Indices are sample numbers (>= 0); reinterpreting as uint64 keeps any int64 distinct anyway.
     indices = rows["index"].cast(pl.Int64).to_numpy().view(np.uint64)
     return splitmix64(dataset_keys, indices)
+
+
+def step_seed(seed: int, task_index: int, step: int, salt: str = "task-update") -> int:
+    """The 63-bit seed of one training step's generator: a hash of (salt, seed, task_index, step)."""
+    digest = hashlib.blake2b(f"{salt}:{seed}:{task_index}:{step}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)

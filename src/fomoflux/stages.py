@@ -162,26 +162,34 @@ def _select(manifests: list[Path], plan: Plan, *, split: str, dataset: str | Non
     return rows
 
 
-def _decode(manifests: list[Path], rows, image_size: int):
-    """Decode manifest rows into a SampleSet (None for no rows)."""
-    from fomoflux.data.loading import load_samples
+def _samples(manifests: list[Path], rows):
+    """Manifest rows as samples on disk, read lazily (``DiskSamples``; None for no rows)."""
+    from fomoflux.data.loading import disk_samples
 
-    if rows.height == 0:
-        return None
     # Manifests name shards relative to the folder that holds the dataset folders.
-    return load_samples(manifests[0].parent.parent, rows, image_size)
+    return disk_samples(manifests[0].parent.parent, rows)
 
 
 def _load(manifests: list[Path], plan: Plan, *, split: str, dataset: str | None = None,
           entries: list[str] | None = None, keep: Callable[[int], list[int] | None] | None = None,
           part: str = "train"):
-    """Decode the samples of one dataset or of stream entries, from the manifests of a job's input datasets.
-    ``keep(n_rows)`` may choose which of the selected rows to decode."""
+    """The samples of one dataset or of stream entries, from the manifests of a job's input datasets, as samples on
+    disk: only their manifest rows are held, and images are read when a batch needs them. ``keep(n_rows)`` may
+    choose which of the selected rows to keep."""
     rows = _select(manifests, plan, split=split, dataset=dataset, entries=entries, part=part)
     chosen = keep(rows.height) if keep is not None and rows.height else None
     if chosen is not None:
         rows = rows[chosen]
-    return _decode(manifests, rows, plan.benchmark["image_size"])
+    return _samples(manifests, rows)
+
+
+def _data_workers(setting: Any, device, threads: int) -> int:
+    """DataLoader workers for ``training.data_workers`` / ``evaluation.data_workers``: ``auto`` is the job's
+    threads less the one that drives the GPU (at least 2) on a GPU, and 0 on the CPU, where workers would only take
+    cores from the forward pass."""
+    if setting != "auto":
+        return int(setting)
+    return max(2, int(threads) - 1) if getattr(device, "type", str(device)) == "cuda" else 0
 
 
 def _model(plan: Plan, checkpoint: str | Path | None, device: str = "cpu"):
@@ -226,6 +234,7 @@ def pretrain_base(job: Job, plan: Plan, log: logging.Logger) -> None:
         seed=cfg["seed"],
         device=str(device),
         precision=precision,
+        data_workers=_data_workers("auto", device, job.threads),
     )
     io.write_parquet(job.output.log, train_log)
     save_checkpoint(model, job.output.checkpoint, metadata={"arch": plan.model.arch, "stage": "pretrain_base"})
@@ -361,14 +370,19 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
         if task > 1 and training["mixture"]["buffer"] > 0:
             sources["buffer"] = _load_buffer(manifests, plan, task_entries[:-1], training["buffer"], spec["seed"])
         if training["mixture"]["pretrain"] > 0:
-            # An upper bound of what the pool's share of the task's steps draws.
-            draws = steps * training["batch_size"]
+            from fomoflux.train.mixture import source_batch_sizes
+
+            # What the pool's share of the task's batches can draw at most (steps x its samples per batch).
+            available = [k for k, v in sources.items() if v is not None] + ["pretrain"]
+            share = source_batch_sizes(training["batch_size"], training["mixture"], task - 1, available=available)
+            draws = steps * share["pretrain"]
             sources["pretrain"] = _load(
                 manifests, plan, split="train", dataset=plan.pool_dataset,
                 keep=lambda n: replay_sample(n, draws, spec["seed"], task),
             )
     counts = {k: (len(v) if v is not None else 0) for k, v in sources.items()}
-    log.info("run %s task %d/%d: %s, sources %s", run.name, task, stream.num_tasks, spec["method"], counts)
+    log.info("run %s task %d/%d: %s, sources %s (samples on disk, read per batch)", run.name, task,
+             stream.num_tasks, spec["method"], counts)
 
     cfg = TaskUpdateConfig(
         steps=steps,
@@ -385,7 +399,18 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
         schedule_options=dict(training.get("schedule_options", {})),
         device=str(device),
         precision=training.get("precision", "auto"),
+        augmentation=training.get("augmentation"),
+        data_workers=_data_workers(training.get("data_workers", "auto"), device, max(1, int(job.threads) // gpus)),
+        log_every=int(training.get("log_every", 10)),
+        compile=bool(training.get("compile", False)),
+        grad_checkpointing=bool(training.get("grad_checkpointing", False)),
+        resume_dir=str(resume_dir(plan, run.name, task)),
+        resume_key=_resume_key(spec, job),
+        resume_every_s=60.0 * float(training.get("resume", {}).get("every_minutes", 10.0)),
+        resume_every_steps=int(training.get("resume", {}).get("every_steps", 0)),
     )
+    log.info("data: %d loader worker(s), augmentation %s; mid-task snapshots in %s", cfg.data_workers,
+             (cfg.augmentation or {}).get("kind", "none"), cfg.resume_dir)
     outputs = TaskOutputs(
         log=str(job.output.log),
         state=str(job.output.state),
@@ -397,6 +422,7 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
         train_log = run_task_update(model, tokenizer, method, sources, cfg, context=ctx)
         log.info("task update took %.1f s", time.perf_counter() - started)
         write_task_outputs(outputs, train_log, method, model)
+        _clear_snapshots(cfg)
         return
 
     per_rank = split_batch_size(cfg.batch_size, gpus)  # fails here, before any worker starts
@@ -410,6 +436,37 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
     run_distributed(task_update_worker, gpus, device_type=device.type, threads=threads,
                     args=(private, tokenizer, sources, cfg, outputs))
     log.info("task update took %.1f s (outputs written by rank 0)", time.perf_counter() - started)
+    _clear_snapshots(cfg)
+
+
+def resume_dir(plan: Plan, run: str, task: int) -> Path:
+    """Where a task update keeps its mid-task snapshots: outside every declared output, so Snakemake's cleanup of a
+    failed job leaves them for the retry (``fomoflux.train.resume``)."""
+    return Path(plan.results) / "resume" / run / f"task{task:03d}"
+
+
+def _resume_key(spec: Mapping[str, Any], job: Job) -> str:
+    """What a snapshot must match to be resumed: the task's settings and the identity (size, mtime) of every input
+    file, so a snapshot of other settings or of a since rebuilt input is never continued."""
+    import hashlib
+    import json
+
+    files = []
+    for path in job.input:
+        path = Path(path)
+        if path.is_file():
+            stat = path.stat()
+            files.append([str(path), stat.st_size, stat.st_mtime_ns])
+    blob = json.dumps({"spec": spec, "inputs": sorted(files)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _clear_snapshots(cfg) -> None:
+    """The task's outputs are complete: its snapshots are no longer needed."""
+    from fomoflux.train.resume import Snapshots
+
+    if cfg.resume_dir is not None:
+        Snapshots(cfg.resume_dir, cfg.resume_key).clear()
 
 
 def _load_buffer(manifests: list[Path], plan: Plan, past_tasks: list[list[str]], buffer: dict, seed: int):
@@ -434,7 +491,7 @@ def _load_buffer(manifests: list[Path], plan: Plan, past_tasks: list[list[str]],
             .sort("task", "dataset", "index")
         )
         rows = select_buffer(rows, policy=buffer["policy"], size=buffer["size"], seed=seed).drop("task")
-    return _decode(manifests, rows, plan.benchmark["image_size"])
+    return _samples(manifests, rows)
 
 
 # ---- budgets and merges -----------------------------------------------------------------------------------
@@ -533,7 +590,9 @@ def evaluate(job: Job, plan: Plan, log: logging.Logger) -> None:
             )
         datasets.append((spec, samples))
     started = time.perf_counter()
-    table = evaluate_datasets(model, tokenizer, datasets, batch_size=plan.evaluation["batch_size"], device=device)
+    workers = _data_workers(plan.evaluation.get("data_workers", "auto"), device, job.threads)
+    table = evaluate_datasets(model, tokenizer, datasets, batch_size=plan.evaluation["batch_size"], device=device,
+                              workers=workers)
     table = table.with_columns(pl.lit(not params["full"]).alias("subset"))
     log.info("evaluated %d datasets in %.1f s\n%s", len(datasets), time.perf_counter() - started, table)
     io.write_parquet(job.output[0], table)

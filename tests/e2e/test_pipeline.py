@@ -163,23 +163,28 @@ def test_a_growing_stream_runs_only_the_new_tasks(fresh_copy):
 
 
 def test_killed_training_job_resumes_bit_identically(fresh_copy):
-    """SIGKILL the whole Snakemake process group in the middle of task 2, rerun, and compare with a chain run
-    in one go: the checkpoints are bit-identical and the killed job left nothing that looks complete."""
+    """SIGKILL the whole Snakemake process group in the middle of task 2, after a mid-task snapshot, rerun, and
+    compare with a chain run in one go: the rerun continues from the snapshot, the checkpoints are bit-identical,
+    the killed job left nothing that looks complete, and the snapshot is gone once the task is done."""
     project = fresh_copy
-    project.edit_config(lambda c: c["runs"]["finetune"].update(training={"steps": 120}))
+    project.edit_config(lambda c: c["runs"]["finetune"].update(
+        training={"steps": 120, "resume": {"every_minutes": 0, "every_steps": 20}}))
     target = "results/runs/finetune/task002/model.safetensors"
     proc = project.start_snakemake(target)
-    log = project.path("logs", "train_task", "finetune", "task002.log")
+    snapshot = project.path("resume", "finetune", "task002", "snapshot.pt")
     deadline = time.monotonic() + 300
-    while not (log.exists() and "/120" in log.read_text()):
-        assert proc.poll() is None, "snakemake ended before task 2 was under way"
+    while not snapshot.exists():
+        assert proc.poll() is None, "snakemake ended before task 2 saved a mid-task snapshot"
         assert time.monotonic() < deadline
-        time.sleep(0.1)
+        time.sleep(0.05)
     kill_group(proc)
     folder = project.path("runs", "finetune", "task002")
     assert not (folder / "model.safetensors").exists(), "a killed job must not leave a complete-looking checkpoint"
     project.snakemake("--unlock")  # Snakemake itself was killed too: its lock stays until released
     project.snakemake()
+    log = project.path("logs", "train_task", "finetune", "task002.log").read_text()
+    assert "resuming task 1 after step" in log, log[-2000:]
+    assert not snapshot.parent.exists(), "the snapshot folder must be removed once the task's outputs are complete"
     interrupted = {t: project.path("runs", "finetune", f"task{t:03d}", "model.safetensors").read_bytes() for t in (1, 2)}
     metrics = pl.read_parquet(project.path("runs", "finetune", "metrics.parquet")).sort("task", "dataset", "metric")
 

@@ -307,7 +307,8 @@ def test_loop_logs_the_meta_schedule():
     sources = {
         "pretrain": random_set(24, 0, "pool"), "update": random_set(12, 1, "upd"), "buffer": random_set(12, 2, "buf")
     }
-    cfg = TaskUpdateConfig(steps=12, batch_size=8, lr=1e-3, task_index=3, schedule="meta_cosine", progress=False)
+    cfg = TaskUpdateConfig(steps=12, batch_size=8, lr=1e-3, task_index=3, schedule="meta_cosine", progress=False,
+                           log_every=1)
     log = run_task_update(model, tokenizer, get_method("finetune"), sources, cfg)
     expected = make_schedule("meta_cosine", total_steps=12, base_lr=1e-3, task_index=3)
     assert log["step"].to_list() == list(range(12))

@@ -1,16 +1,30 @@
-"""Decoding selected manifest rows from their webdataset shards into a :class:`SampleSet`.
+"""Reading samples from webdataset shards by byte offset: decoding, the evaluation transform, and on-disk sources.
 
-Rows come from the catalog (``select_rows``) and name their shard. Each shard that holds any wanted sample is read
-once, front to back, and only the wanted ``.png`` members are decoded; everything else (captions, class ids) comes
-from the rows themselves, so the ``.txt`` / ``.json`` members are skipped without being read.
+The manifest records, per sample, the shard and the byte offset and length of its image, ``.txt`` and ``.json``
+members (``fomoflux.data.shards.MANIFEST_SCHEMA``), so one sample is one ``os.pread`` of its image bytes: no tar is
+walked, nothing else of the shard is read, and a job holds only the rows it uses.
+
+- :class:`ShardReader` reads members by offset through a small cache of open file descriptors. ``pread`` does not
+  move a file position, so the descriptors are safe to share with forked DataLoader workers.
+- :class:`DiskSamples` is a selection of manifest rows kept as a few numpy arrays (about 40 bytes per sample, no
+  captions and no pixels in memory); images and captions are read when a batch asks for them. It serves the same
+  read interface as an in-memory :class:`~fomoflux.data.sampleset.SampleSet`, so training, evaluation and the
+  methods that pass over data (EWC's Fisher) take either.
+- :func:`load_samples` decodes rows into a SampleSet (small selections and tests).
+
+Images are stored in their original encoding and size (JPEG passes through sharding untouched), so every read ends
+in a transform to the model's resolution: :func:`eval_transform` is open_clip's test transform (shorter side to
+the size, bicubic, then a centre crop); the training transform (a seeded RandomResizedCrop) is in
+``fomoflux.train.data``.
 """
 
 from __future__ import annotations
 
 import io
-from collections import defaultdict
+import json
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -22,137 +36,189 @@ from fomoflux.errors import DataError
 if TYPE_CHECKING:
     import polars as pl
 
-REQUIRED_COLUMNS = ("dataset", "split", "index", "key", "shard", "class_id", "captions")
+# The manifest columns an on-disk source needs (the offsets are written by fomoflux.data.shards since DATA 2).
+READ_COLUMNS = ("dataset", "split", "index", "shard", "class_id", "image_format", "image_offset", "image_length",
+                "txt_offset", "txt_length", "json_offset", "json_length")
+REQUIRED_COLUMNS = READ_COLUMNS
+_FORMATS = {"png": ("PNG",), "jpg": ("JPEG",), "jpeg": ("JPEG",), "webp": ("WEBP",)}
 
 
-def decode_png(data: bytes, image_size: int) -> np.ndarray:
-    """PNG bytes -> uint8 [H, W, 3] at ``image_size`` (resized with bicubic filtering only if stored otherwise)."""
-    # formats=("PNG",): skip PIL's probing of every registered format.
-    with Image.open(io.BytesIO(data), formats=("PNG",)) as image:
-        image = image.convert("RGB")
-        if image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
-        return np.asarray(image)
+def decode_image(data: bytes, image_format: str | None = None, *, min_side: int | None = None) -> Image.Image:
+    """Encoded image bytes -> an RGB PIL image.
 
-
-_BLOCK = 512
-
-
-def _octal(field: bytes) -> int:
-    # Numeric tar fields are NUL/space-terminated octal; GNU base-256 (high bit set) only occurs for sizes of 8 GiB+.
-    if field and field[0] & 0x80:
-        return int.from_bytes(field[1:], "big")
-    return int(field.rstrip(b"\0 ").lstrip(b" ") or b"0", 8)
-
-
-def iter_tar(path: Path) -> Iterator[tuple[str, memoryview]]:
-    """(member name, data) of every regular file of an uncompressed tar, in order.
-
-    A small reader instead of the ``tarfile`` module: parsing headers is the dominant cost of loading small images
-    with ``tarfile`` (about half of the time at 32 px), and shards only use plain ustar headers. PAX and GNU
-    long-name headers are understood too, so shards written by other tools still read.
+    ``image_format`` (a member extension: png, jpg, webp) restricts PIL's format probing to that one decoder.
+    ``min_side``: a JPEG whose shorter side is at least twice that is decoded at a reduced DCT scale (libjpeg's
+    1/2, 1/4, 1/8) that keeps its shorter side >= ``min_side``: 2-4x cheaper than a full decode followed by a
+    downscale, and the transform that follows resizes anyway. Raises ValueError / OSError for bad bytes.
     """
-    # One read of the whole shard (a few MB at small image sizes); the yielded views keep it alive as needed.
-    data = Path(path).read_bytes()
-    if not data:
-        raise DataError(f"shard {path} is empty")
-    yield from _walk(path, memoryview(data), len(data))
+    formats = _FORMATS.get(image_format or "", None)
+    image = Image.open(io.BytesIO(data), formats=formats)
+    if min_side is not None and image.format == "JPEG" and min(image.size) >= 2 * min_side:
+        scale = min(image.size) / min_side
+        image.draft("RGB", (int(image.size[0] / scale) + 1, int(image.size[1] / scale) + 1))
+    image.load()
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def _walk(path: Path, view: memoryview, size: int) -> Iterator[tuple[str, memoryview]]:
-    pos = 0
-    long_name: str | None = None
-    while pos + _BLOCK <= size:
-        header = bytes(view[pos:pos + _BLOCK])
-        if header == b"\0" * _BLOCK:
-            return  # end-of-archive marker
-        try:
-            stored = _octal(header[148:156])
-            length = _octal(header[124:136])
-        except ValueError:
-            raise DataError(f"shard {path}: corrupt tar header at byte {pos}") from None
-        # The checksum counts its own field as spaces.
-        if stored != sum(header[:148]) + 256 + sum(header[156:]):
-            raise DataError(f"shard {path}: tar header checksum mismatch at byte {pos}")
-        kind = header[156:157]
-        start = pos + _BLOCK
-        end = start + length
-        if end > size:
-            raise DataError(f"shard {path} is truncated (member at byte {pos} runs past the end)")
-        pos = start + (length + _BLOCK - 1) // _BLOCK * _BLOCK
-        if kind == b"L":  # GNU long name: the data is the next member's name
-            long_name = bytes(view[start:end]).rstrip(b"\0").decode("utf-8")
-            continue
-        if kind == b"x":  # PAX extended header: take its path record
-            for record in bytes(view[start:end]).decode("utf-8").splitlines():
-                _, _, field = record.partition(" ")
-                if field.startswith("path="):
-                    long_name = field[5:]
-            continue
-        if kind not in (b"0", b"\0", b"7"):
-            long_name = None
-            continue  # directories, links, global headers: no sample data
-        if long_name is not None:
-            name, long_name = long_name, None
-        else:
-            name = header[:100].split(b"\0", 1)[0].decode("utf-8")
-            if header[257:262] == b"ustar" and header[345] != 0:
-                name = header[345:500].split(b"\0", 1)[0].decode("utf-8") + "/" + name
-        yield name, view[start:end]
-    raise DataError(f"shard {path} is truncated (no end-of-archive marker)")
+def eval_transform(image: Image.Image, size: int) -> np.ndarray:
+    """open_clip's test transform: shorter side to ``size`` (bicubic), centre crop ``size`` x ``size``; -> uint8
+    [size, size, 3]. An image that already is ``size`` x ``size`` passes unchanged."""
+    width, height = image.size
+    if (width, height) != (size, size):
+        scale = size / min(width, height)
+        # torchvision's Resize(size) rounds the longer side down (int), as here.
+        new = (size, int(height * scale)) if width <= height else (int(width * scale), size)
+        new = (max(new[0], size), max(new[1], size))
+        if new != (width, height):
+            image = image.resize(new, Image.Resampling.BICUBIC)
+        left, top = (new[0] - size) // 2, (new[1] - size) // 2
+        if new != (size, size):
+            image = image.crop((left, top, left + size, top + size))
+    return np.asarray(image)
 
 
-def _read_shard(path: Path, wanted: dict[str, list[int]], out: np.ndarray, image_size: int) -> None:
-    """Decode the wanted keys of one shard into ``out`` at their row positions."""
-    missing = set(wanted)
-    try:
-        for name, data in iter_tar(path):
-            if not name.endswith(".png"):
-                continue
-            key = name[:-4]
-            positions = wanted.get(key)
-            if positions is None:
-                continue
+def to_chw(pixels: Sequence[np.ndarray]) -> torch.Tensor:
+    """uint8 [H, W, 3] arrays -> one uint8 tensor [N, 3, H, W]."""
+    if not len(pixels):
+        return torch.zeros((0, 3, 1, 1), dtype=torch.uint8)
+    return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous()
+
+
+class ShardReader:
+    """Reads byte ranges of shard files through a bounded cache of open descriptors (closed least-recent first)."""
+
+    def __init__(self, root: Path, max_open: int = 64) -> None:
+        self.root = Path(root)
+        self.max_open = max_open
+        self._fds: dict[str, int] = {}
+        self._pid = os.getpid()
+
+    def read(self, shard: str, offset: int, length: int) -> bytes:
+        if self._pid != os.getpid():
+            # A forked worker inherits the parent's descriptors; pread is safe on them, but the cache's
+            # eviction must not close what the parent still uses: start a cache of our own.
+            self._fds, self._pid = {}, os.getpid()
+        fd = self._fds.pop(shard, None)
+        if fd is None:
+            path = self.root / shard
             try:
-                pixels = decode_png(bytes(data), image_size)
-            except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad data
-                raise DataError(f"shard {path}: sample {key!r} has an undecodable PNG ({exc})") from exc
-            for pos in positions:
-                out[pos] = pixels
-            missing.discard(key)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read shard {path} ({exc})") from exc
-    if missing:
-        some = ", ".join(sorted(missing)[:5])
-        raise DataError(f"shard {path} lacks {len(missing)} sample(s) its manifest lists, e.g. {some}")
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                raise DataError(f"missing shard {path}") from None
+            if len(self._fds) >= self.max_open:
+                os.close(self._fds.pop(next(iter(self._fds))))
+        self._fds[shard] = fd  # most recently used last
+        data = os.pread(fd, length, offset)
+        if len(data) != length:
+            raise DataError(f"shard {self.root / shard} is truncated: {length} bytes at offset {offset} wanted, "
+                            f"{len(data)} read")
+        return data
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            for fd in self._fds.values():
+                os.close(fd)
+        self._fds = {}
+
+    def __getstate__(self) -> dict:
+        # A pickled reader (spawned workers) opens its own descriptors.
+        return {"root": self.root, "max_open": self.max_open, "_fds": {}, "_pid": -1}
+
+    def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class DiskSamples:
+    """Manifest rows of samples on disk, read lazily (module docstring). Indices are positions in the selection."""
+
+    def __init__(self, data_root: Path, rows: "pl.DataFrame") -> None:
+        absent = [c for c in READ_COLUMNS if c not in rows.columns]
+        if absent:
+            raise DataError(f"manifest rows lack column(s) {absent}: the dataset was sharded by an older fomoflux "
+                            "(before byte offsets were recorded); rerun its shard_dataset job")
+        shards, codes = np.unique(rows["shard"].to_numpy().astype(str), return_inverse=True)
+        self.data_root = Path(data_root)
+        self.shards: list[str] = shards.tolist()
+        self.shard_index = codes.astype(np.int32)
+        self.formats: list[str] = sorted(set(rows["image_format"].to_list()))
+        self.format_index = np.searchsorted(np.array(self.formats), rows["image_format"].to_numpy().astype(str))
+        self.format_index = self.format_index.astype(np.int8)
+        self.offsets = np.stack([rows[c].to_numpy().astype(np.int64) for c in READ_COLUMNS[6:]], axis=1)
+        self.class_ids = torch.from_numpy(rows["class_id"].to_numpy().astype(np.int64))
+        # Provenance for error messages: dataset / split per row are few distinct strings.
+        self._names = rows.select("dataset", "split", "index")
+        self._reader = ShardReader(self.data_root)
+
+    def __len__(self) -> int:
+        return int(self.shard_index.shape[0])
+
+    def key(self, i: int) -> str:
+        dataset, split, index = self._names.row(int(i))
+        return f"{dataset}/{split}/{index}"
+
+    @property
+    def keys(self) -> list[str]:
+        return [f"{d}/{s}/{i}" for d, s, i in self._names.iter_rows()]
+
+    def _member(self, i: int, column: int) -> bytes:
+        shard = self.shards[self.shard_index[i]]
+        return self._reader.read(shard, int(self.offsets[i, 2 * column]), int(self.offsets[i, 2 * column + 1]))
+
+    def read_image(self, i: int, min_side: int | None = None) -> Image.Image:
+        """Sample ``i``'s image, RGB, at its stored size (or a reduced JPEG scale keeping ``min_side``)."""
+        data = self._member(i, 0)
+        try:
+            return decode_image(data, self.formats[self.format_index[i]], min_side=min_side)
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad data
+            raise DataError(f"shard {self.data_root / self.shards[self.shard_index[i]]}: sample {self.key(i)!r} "
+                            f"has an undecodable image ({exc})") from exc
+
+    def read_captions(self, i: int) -> tuple[str, ...]:
+        return tuple(json.loads(self._member(i, 2))["captions"])
+
+    def read_first_caption(self, i: int) -> str:
+        return self._member(i, 1).decode("utf-8")
+
+    def eval_images(self, indices: Sequence[int], size: int) -> torch.Tensor:
+        return to_chw([eval_transform(self.read_image(i, min_side=size), size) for i in indices])
+
+    def first_captions(self, indices: Sequence[int]) -> list[str]:
+        return [self.read_first_caption(i) for i in indices]
+
+    def select(self, indices: Sequence[int] | torch.Tensor) -> "DiskSamples":
+        picked = np.asarray(torch.as_tensor(indices, dtype=torch.long))
+        out = object.__new__(DiskSamples)
+        out.data_root, out.shards, out.formats = self.data_root, self.shards, self.formats
+        out.shard_index, out.format_index = self.shard_index[picked], self.format_index[picked]
+        out.offsets, out.class_ids = self.offsets[picked], self.class_ids[torch.as_tensor(picked)]
+        out._names = self._names[picked.tolist()] if len(picked) else self._names.clear()
+        out._reader = ShardReader(self.data_root)
+        return out
+
+    @property
+    def captions(self) -> list[tuple[str, ...]]:
+        """Every sample's first caption (evaluation needs them all at once); reads one member per sample."""
+        return [(c,) for c in self.first_captions(range(len(self)))]
+
+
+def disk_samples(data_root: Path, rows: "pl.DataFrame") -> DiskSamples | None:
+    """The rows as a DiskSamples, or None for no rows."""
+    return DiskSamples(data_root, rows) if rows.height else None
 
 
 def load_samples(data_root: Path, rows: "pl.DataFrame", image_size: int) -> SampleSet:
-    """Decode exactly ``rows`` (manifest columns) into a SampleSet, in the order of ``rows``.
+    """Decode exactly ``rows`` (manifest columns) into a SampleSet at ``image_size`` (evaluation transform), in the
+    order of ``rows``, with every caption of each sample.
 
-    ``data_root`` is the directory the rows' ``shard`` paths are relative to. A missing shard, a shard that lacks a
-    listed sample, or a PNG that does not decode is a DataError naming the shard file (and the sample key).
+    ``data_root`` is the directory the rows' ``shard`` paths are relative to. A missing or truncated shard or an
+    image that does not decode is a DataError naming the shard file (and the sample key).
     """
-    absent = [c for c in REQUIRED_COLUMNS if c not in rows.columns]
-    if absent:
-        raise DataError(f"load_samples: rows lack manifest column(s) {absent}")
-    data_root = Path(data_root)
-    n = rows.height
-    out = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
-
-    # shard -> key -> row positions (a key listed twice is decoded once and copied).
-    by_shard: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for pos, (shard, key) in enumerate(zip(rows["shard"].to_list(), rows["key"].to_list())):
-        by_shard[shard][key].append(pos)
-    for shard, wanted in by_shard.items():
-        path = data_root / shard
-        if not path.is_file():
-            raise DataError(f"missing shard {path} (listed for {len(wanted)} sample(s))")
-        _read_shard(path, wanted, out, image_size)
-
-    captions = [tuple(c) for c in rows["captions"].to_list()]
-    keys = [f"{d}/{s}/{i}" for d, s, i in zip(rows["dataset"].to_list(), rows["split"].to_list(),
-                                               rows["index"].to_list())]
-    images = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-    class_ids = torch.from_numpy(rows["class_id"].to_numpy().astype(np.int64))
-    return SampleSet(images=images, captions=captions, class_ids=class_ids, keys=keys)
+    source = DiskSamples(data_root, rows)
+    n = len(source)
+    images = source.eval_images(range(n), image_size) if n else torch.zeros((0, 3, image_size, image_size),
+                                                                                dtype=torch.uint8)
+    captions = [source.read_captions(i) for i in range(n)]
+    return SampleSet(images=images, captions=captions, class_ids=source.class_ids.clone(), keys=source.keys)

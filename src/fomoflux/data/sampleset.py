@@ -1,4 +1,10 @@
-"""The in-memory form of image-caption samples that training and evaluation consume."""
+"""The in-memory form of image-caption samples that training and evaluation consume.
+
+Training, evaluation and the methods that pass over data read samples through a small interface that both this
+class and the on-disk :class:`fomoflux.data.loading.DiskSamples` serve: ``len``, ``read_image(i)`` (an RGB PIL
+image), ``read_captions(i)``, ``read_first_caption(i)``, ``eval_images(indices, size)`` (uint8 [n, 3, size, size]),
+``first_captions(indices)``, ``key(i)``, ``class_ids`` and ``select(indices)``.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +43,34 @@ class SampleSet:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def key(self, i: int) -> str:
+        return self.keys[int(i)]
+
+    def read_image(self, i: int, min_side: int | None = None):
+        """Sample ``i`` as an RGB PIL image (``min_side`` is for the on-disk reader's reduced JPEG decode)."""
+        from PIL import Image
+
+        return Image.fromarray(self.images[int(i)].permute(1, 2, 0).numpy())
+
+    def read_captions(self, i: int) -> tuple[str, ...]:
+        return self.captions[int(i)]
+
+    def read_first_caption(self, i: int) -> str:
+        return self.captions[int(i)][0]
+
+    def eval_images(self, indices: Sequence[int], size: int) -> torch.Tensor:
+        """uint8 [n, 3, size, size] of the samples at ``indices`` (the evaluation transform; a slice when the images
+        already have that size)."""
+        idx = torch.as_tensor(list(indices) if not isinstance(indices, torch.Tensor) else indices, dtype=torch.long)
+        if tuple(self.images.shape[-2:]) == (size, size):
+            return self.images[idx]
+        from fomoflux.data.loading import eval_transform, to_chw
+
+        return to_chw([eval_transform(self.read_image(i), size) for i in idx.tolist()])
+
+    def first_captions(self, indices: Sequence[int]) -> list[str]:
+        return [self.captions[int(i)][0] for i in indices]
 
     def select(self, indices: Sequence[int] | torch.Tensor) -> "SampleSet":
         idx = torch.as_tensor(indices, dtype=torch.long)

@@ -139,6 +139,17 @@ class Method:
     def end_task(self, model: torch.nn.Module, ctx: TaskContext) -> None:
         """After the last step; leaves the deployable weights in ``model``."""
 
+    # -- state within a task (mid-task snapshots) ------------------------------------------------------------------
+    def task_state(self) -> dict[str, torch.Tensor]:
+        """What ``after_step`` has accumulated since ``begin_task`` beyond the weights (SI's path integral), for a
+        mid-task snapshot (``fomoflux.train.resume``). A resumed update calls ``begin_task`` on the task's input
+        weights, loads the snapshot's weights, then :meth:`load_task_state`."""
+        return {}
+
+    def load_task_state(self, model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+        if state:
+            raise CheckpointError(f"method {self.name!r} keeps no in-task state but was given {sorted(state)[:3]}")
+
     # -- state across tasks ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {}

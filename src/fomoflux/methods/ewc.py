@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -35,6 +35,9 @@ from fomoflux.data.sampleset import SampleSet
 from fomoflux.errors import ConfigError
 from fomoflux.methods.anchored import AnchoredMethod, tensor_bytes
 from fomoflux.methods.base import TaskContext, register_method
+
+if TYPE_CHECKING:
+    from fomoflux.data.loading import DiskSamples
 from fomoflux.preprocess import Normalizer
 
 __all__ = ["EWC", "accumulate_fisher", "estimate_fisher", "fisher_batch_count", "fisher_batches_indices", "fisher_seed"]
@@ -66,7 +69,7 @@ def fisher_batches_indices(
 def accumulate_fisher(
     model: torch.nn.Module,
     params: list[torch.nn.Parameter],
-    samples: SampleSet,
+    samples: "SampleSet | DiskSamples",
     tokenizer,
     batches: list[torch.Tensor],
     into: list[torch.Tensor],
@@ -84,7 +87,9 @@ def accumulate_fisher(
     normalizer = Normalizer.for_model(model, device)
     loss_fn = open_clip.ClipLoss()
     chosen = torch.cat(batches)
-    tokens = tokenizer([samples.captions[i][0] for i in chosen.tolist()]).long()
+    tokens = tokenizer(samples.first_captions(chosen.tolist())).long()
+    size = getattr(getattr(model, "visual", None), "image_size", None)
+    size = size if isinstance(size, int) or size is None else size[0]
     starts = [0]
     for batch in batches:
         starts.append(starts[-1] + len(batch))
@@ -98,7 +103,8 @@ def accumulate_fisher(
             p.requires_grad_(id(p) in wanted)
         weight = 1.0 / len(batches)
         for b, batch in enumerate(batches):
-            images = normalizer(samples.images[batch])
+            # The evaluation transform (no augmentation): the Fisher of the deterministic network's inputs.
+            images = normalizer(samples.eval_images(batch.tolist(), size) if size else samples.images[batch])
             out = model(images, tokens[starts[b] : starts[b + 1]].to(device))
             loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
             grads = torch.autograd.grad(loss, params, allow_unused=True)

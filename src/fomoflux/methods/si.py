@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from fomoflux.errors import ConfigError
+from fomoflux.errors import CheckpointError, ConfigError
 from fomoflux.methods.anchored import AnchoredMethod, tensor_bytes
 from fomoflux.methods.base import TaskContext, register_method
 
@@ -88,6 +88,20 @@ class SI(AnchoredMethod):
                 [self.path[i] for i in stepped], [params[i].grad for i in stepped], [self.previous[i] for i in stepped]
             )
         torch._foreach_copy_(self.previous, params)
+
+    def task_state(self) -> dict[str, torch.Tensor]:
+        # ω so far; the previous values are the weights after the last step, which the snapshot holds anyway
+        return {f"path.{name}": t for name, t in zip(self._tracked or [], self.path or [])}
+
+    @torch.no_grad()
+    def load_task_state(self, model: torch.nn.Module, state) -> None:
+        if self.path is None or self._params is None:
+            raise RuntimeError("si: load_task_state without begin_task")
+        names = list(self._tracked or [])
+        if sorted(state) != sorted(f"path.{name}" for name in names):
+            raise CheckpointError("si: the mid-task snapshot's path integral does not match the tracked parameters")
+        torch._foreach_copy_(self.path, [state[f"path.{name}"].to(p.device) for name, p in zip(names, self.path)])
+        torch._foreach_copy_(self.previous, [p.detach() for p in self._params])
 
     @torch.no_grad()
     def end_task(self, model: torch.nn.Module, ctx: TaskContext) -> None:

@@ -13,21 +13,27 @@ Per task (BENCHMARK.md, "One task update"):
   after ``optimizer.step()`` the temperature is clamped to ≤ ln 100 as in open_clip, then ``method.after_step``;
 - each batch holds ``source_batch_sizes(...)`` samples per source (``fomoflux.train.mixture``), drawn uniformly
   with replacement within each source (a task shorter than S·count is thus repeated: virtual epochs), one of each
-  sample's captions drawn uniformly, all mixed into ONE contrastive batch.
+  sample's captions drawn uniformly, all mixed into ONE contrastive batch, each image through the training transform
+  (``cfg.augmentation``: the paper's RandomResizedCrop, or none).
 
-Determinism: step n's draws (sample indices, caption choices) come from a fresh ``torch.Generator`` seeded by a
-hash of (``rng_salt``, seed, task_index, n), never from global RNG state; the optimizer is created fresh and the
-model is only changed by the steps. A task update is therefore a pure function of (input weights, method state,
-sources, cfg): re-running an interrupted task from its input checkpoint reproduces it bit for bit on CPU (same
-torch build and thread count), and any step's batch can be reconstructed alone with :func:`draw_batch`.
+Determinism: step n's draws (sample indices, caption choices, crop boxes) come from fresh ``torch.Generator``s
+seeded by a hash of (``rng_salt``, seed, task_index, n), never from global RNG state; the optimizer is created fresh
+and the model is only changed by the steps. A task update is therefore a pure function of (input weights, method
+state, sources, cfg): re-running an interrupted task from its input checkpoint, or from a mid-task snapshot
+(``fomoflux.train.resume``), reproduces it bit for bit on CPU (same torch build and thread count), and any step's
+batch can be reconstructed alone with :func:`draw_batch`.
 
-Speed: every distinct caption of the task is tokenised once, up front (one tokenizer call), into a token table;
-a step only indexes tensors (no Python loop over samples) and normalises the uint8 images with
-``fomoflux.preprocess.Normalizer`` on the device. Threads are the caller's business (``torch.set_num_threads``).
+Data: batches are built by :class:`fomoflux.train.data.TaskBatches` in ``cfg.data_workers`` DataLoader workers that
+read and decode only the batch's samples (sources may be on disk, ``DiskSamples``); the loop normalises the uint8
+images on the device (``fomoflux.preprocess.Normalizer``). Host synchronisation happens only every ``log_every``
+steps: the losses and the gradient norm are summed on the device and one log row holds their means over the
+interval. Threads are the caller's business (``torch.set_num_threads``).
 
 Precision: the forward pass and the loss run under ``fomoflux.device.autocast(device, cfg.precision)`` (``auto``:
 bf16 on CUDA, plain fp32 on the CPU, so CPU runs are unchanged); backward, clipping and the optimizer step run
-outside it, and parameters, gradients and optimizer state stay fp32.
+outside it, and parameters, gradients and optimizer state stay fp32 (TF32 matmuls on CUDA). On CUDA AdamW is the
+fused kernel; ``cfg.compile`` compiles the forward pass with ``torch.compile`` and ``cfg.grad_checkpointing`` turns on
+open_clip's activation checkpointing.
 
 Data parallelism: inside a ``torch.distributed`` process group of W > 1 ranks (``fomoflux.device.run_distributed``)
 every rank draws the same full batch of the step, trains on its contiguous slice of B/W samples, computes the
@@ -38,7 +44,6 @@ holds the same weights; rank 0 shows the progress bar.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import sys
 import time
@@ -51,10 +56,13 @@ import torch
 
 from fomoflux.data.sampleset import SampleSet
 from fomoflux.device import PRECISIONS, autocast, distributed_rank_world, split_batch_size
+from fomoflux.seeding import step_seed
 from fomoflux.errors import ConfigError
 from fomoflux.methods.base import Method, TaskContext
 from fomoflux.preprocess import Normalizer
-from fomoflux.train.mixture import SOURCES, source_batch_sizes, validate_ratios
+from fomoflux.train.data import Augmentation, TaskBatches, batch_loader
+from fomoflux.train.mixture import SOURCES, validate_ratios
+from fomoflux.train.resume import Snapshots, TaskInterrupted
 from fomoflux.train.schedule import LRSchedule, make_schedule
 
 __all__ = [
@@ -111,11 +119,21 @@ class TaskUpdateConfig:
     schedule_options: dict[str, Any] = field(default_factory=dict)
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
-    log_every: int = 1
+    log_every: int = 10
     device: str = "cpu"
     progress: bool = True
     rng_salt: str = "task-update"
     precision: str = "auto"
+    augmentation: dict[str, Any] | None = None  # training.augmentation; None: the evaluation transform
+    data_workers: int = 0
+    prefetch_factor: int = 4
+    compile: bool = False
+    grad_checkpointing: bool = False
+    # Mid-task snapshots (fomoflux.train.resume): folder (None: off), key, and how often.
+    resume_dir: str | None = None
+    resume_key: str = ""
+    resume_every_s: float = 600.0
+    resume_every_steps: int = 0
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ConfigError:
@@ -135,6 +153,9 @@ class TaskUpdateConfig:
             raise bad("task_index", "must be >= 0")
         if self.log_every < 1:
             raise bad("log_every", "must be >= 1")
+        if self.data_workers < 0:
+            raise bad("data_workers", "must be >= 0")
+        Augmentation.from_config(self.augmentation)  # raises ConfigError naming the key
         if self.precision not in PRECISIONS:
             raise ConfigError(f"training.precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         self.mixture = validate_ratios(self.mixture)
@@ -153,85 +174,18 @@ class TaskUpdateConfig:
         )
 
 
-def step_seed(seed: int, task_index: int, step: int, salt: str = "task-update") -> int:
-    """The 63-bit seed of one step's generator: a hash of (salt, seed, task_index, step)."""
-    digest = hashlib.blake2b(f"{salt}:{seed}:{task_index}:{step}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
-
-
-@dataclass
-class _SourceTable:
-    images: torch.Tensor  # uint8 [N, 3, H, W]
-    caption_start: torch.Tensor  # int64 [N]: first entry of the sample's captions in caption_rows
-    caption_count: torch.Tensor  # int64 [N]
-    caption_rows: torch.Tensor  # int64 [sum of counts]: row in the token table
-
-
-class TaskBatches:
-    """The task's sources, pre-tokenised, and the per-source counts of every batch; draws batches by step."""
-
-    def __init__(
-        self,
-        sources: Mapping[str, SampleSet | None],
-        tokenizer,
-        batch_size: int,
-        mixture: Mapping[str, float],
-        task_index: int,
-        seed: int,
-        salt: str = "task-update",
-    ) -> None:
-        unknown = sorted(set(sources) - set(SOURCES))
-        if unknown:
-            raise ConfigError(f"task update: unknown source {unknown[0]!r}; sources are {', '.join(SOURCES)}")
-        available = [name for name in SOURCES if sources.get(name) is not None and len(sources[name]) > 0]
-        self.counts = source_batch_sizes(batch_size, mixture, task_index, available=available)
-        self.task_index, self.seed, self.salt = task_index, seed, salt
-
-        distinct: dict[str, int] = {}
-        self.tables: dict[str, _SourceTable] = {}
-        for name in SOURCES:
-            if self.counts[name] == 0:
-                continue
-            samples = sources[name]
-            assert samples is not None
-            rows: list[int] = []
-            counts: list[int] = []
-            for captions in samples.captions:
-                counts.append(len(captions))
-                rows.extend(distinct.setdefault(c, len(distinct)) for c in captions)
-            count = torch.tensor(counts, dtype=torch.long)
-            self.tables[name] = _SourceTable(
-                images=samples.images,
-                caption_start=torch.cumsum(count, 0) - count,
-                caption_count=count,
-                caption_rows=torch.tensor(rows, dtype=torch.long),
-            )
-        self.tokens = tokenizer(list(distinct)).long() if distinct else torch.zeros(0, 1, dtype=torch.long)
-        shapes = {tuple(t.images.shape[-2:]) for t in self.tables.values()}
-        if len(shapes) > 1:
-            raise ConfigError(f"task update: sources have different image sizes {sorted(shapes)}")
-        self.image_size = shapes.pop() if shapes else None
-
-    def draw(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Step ``step``'s batch: (uint8 images [B,3,H,W], token ids [B,L]), sources in the order of SOURCES."""
-        gen = torch.Generator().manual_seed(step_seed(self.seed, self.task_index, step, self.salt))
-        images, rows = [], []
-        for name, table in self.tables.items():
-            n = self.counts[name]
-            idx = torch.randint(table.images.shape[0], (n,), generator=gen)
-            count = table.caption_count[idx]
-            pick = torch.minimum((torch.rand(n, generator=gen, dtype=torch.float64) * count).long(), count - 1)
-            rows.append(table.caption_rows[table.caption_start[idx] + pick])
-            images.append(table.images[idx])
-        return torch.cat(images), self.tokens[torch.cat(rows)]
-
-
 def draw_batch(
-    sources: Mapping[str, SampleSet | None], tokenizer, cfg: TaskUpdateConfig, step: int
+    sources: Mapping[str, Any], tokenizer, cfg: TaskUpdateConfig, step: int, image_size: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch that :func:`run_task_update` trains on at ``step`` (for inspection and benchmarks)."""
-    batches = TaskBatches(sources, tokenizer, cfg.batch_size, cfg.mixture, cfg.task_index, cfg.seed, cfg.rng_salt)
-    return batches.draw(step)
+    return _task_batches(sources, tokenizer, cfg, image_size).draw(step)
+
+
+def _task_batches(sources, tokenizer, cfg: TaskUpdateConfig, image_size: int | None, rank: int = 0,
+                  world_size: int = 1) -> TaskBatches:
+    return TaskBatches(sources, tokenizer, cfg.batch_size, cfg.mixture, cfg.task_index, cfg.seed, cfg.rng_salt,
+                       image_size=image_size, augmentation=Augmentation.from_config(cfg.augmentation), rank=rank,
+                       world_size=world_size)
 
 
 def _empty_log() -> pl.DataFrame:
@@ -315,15 +269,20 @@ def run_task_update(
     model: torch.nn.Module,
     tokenizer,
     method: Method,
-    sources: Mapping[str, SampleSet | None],
+    sources: Mapping[str, Any],
     cfg: TaskUpdateConfig,
     context: TaskContext | None = None,
 ) -> pl.DataFrame:
     """Train ``model`` in place for one task (module docstring); returns the training log (``LOG_SCHEMA``).
 
-    ``context`` gives the method what the config does not (num_tasks, θ0); by default one is built from ``cfg``.
-    The loop fills in its ``sources`` and ``tokenizer``. A method with ``updates_weights = False`` gets nothing
-    called and the log is empty (with the same columns), as it is for ``steps = 0`` after begin/end_task.
+    ``sources``: ``{"pretrain"|"update"|"buffer": DiskSamples | SampleSet | None}``, at any stored image size (the
+    transforms produce the model's resolution). ``context`` gives the method what the config does not (num_tasks,
+    θ0); by default one is built from ``cfg``. The loop fills in its ``sources`` and ``tokenizer``. A method with
+    ``updates_weights = False`` gets nothing called and the log is empty (with the same columns), as it is for
+    ``steps = 0`` after begin/end_task.
+
+    With ``cfg.resume_dir`` the update saves mid-task snapshots there and, when one of the same ``resume_key``
+    exists, continues from it (``fomoflux.train.resume``); after SIGTERM it raises TaskInterrupted once saved.
 
     Inside a process group of W > 1 ranks this is one rank of a data-parallel update (module docstring); every rank
     must call it with the same arguments. Raises ConfigError naming training.batch_size and training.gpus when
@@ -341,14 +300,15 @@ def run_task_update(
     context.sources = sources
     context.tokenizer = tokenizer
 
-    batches = TaskBatches(sources, tokenizer, cfg.batch_size, cfg.mixture, cfg.task_index, cfg.seed, cfg.rng_salt)
-    expected = _model_image_size(model)
-    if expected is not None and batches.image_size is not None and tuple(batches.image_size) != tuple(expected):
-        raise ConfigError(
-            f"task update: samples are {batches.image_size[0]}x{batches.image_size[1]} but the model expects "
-            f"{expected[0]}x{expected[1]} images"
-        )
+    image_size = _model_image_size(model)
+    if image_size is not None and image_size[0] != image_size[1]:
+        raise ConfigError(f"task update: the model expects non-square {image_size[0]}x{image_size[1]} images")
+    batches = _task_batches(sources, tokenizer, cfg, image_size[0] if image_size else None, rank, world_size)
     schedule = cfg.make_schedule()
+    if device.type == "cuda":
+        # fp32 matmuls and convolutions in TF32 (bf16 autocast covers most of the forward pass anyway)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
     model.to(device)
     was_training = model.training
@@ -369,33 +329,54 @@ def run_task_update(
     normalizer = Normalizer.for_model(model, device)
     loss_fn = _contrastive_loss(rank, world_size)
     optimizer = torch.optim.AdamW(
-        _param_groups(model, params, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps
+        _param_groups(model, params, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+        fused=True if device.type == "cuda" else None,
     )
     logit_scale = getattr(model, "logit_scale", None)
     clip = cfg.grad_clip if cfg.grad_clip else math.inf
     counts = [batches.counts[name] for name in SOURCES]
     log: dict[str, list] = {key: [] for key in LOG_SCHEMA}
+    # Sums since the last log row, on the device: loss, contrastive, penalty, grad norm, and the step count.
+    sums = torch.zeros(5, dtype=torch.float64, device=device)
+
+    snapshots = None
+    first_step = 0
+    if cfg.resume_dir is not None:
+        snapshots = Snapshots(cfg.resume_dir, cfg.resume_key, every_s=cfg.resume_every_s,
+                              every_steps=cfg.resume_every_steps)
+        saved = snapshots.load()
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            method.load_task_state(model, saved["method"])
+            log = saved["log"]
+            sums.copy_(saved["sums"])
+            first_step = int(saved["step"]) + 1
+            if rank == 0:
+                print(f"resuming task {cfg.task_index} after step {first_step - 1} from {snapshots.path}",
+                      file=sys.stderr)
+        snapshots.install_signal_handlers()
+
+    if cfg.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
+        model.set_grad_checkpointing(True)
+    forward = torch.compile(model) if cfg.compile else model
+    loader = batch_loader(batches, range(first_step, cfg.steps), workers=cfg.data_workers,
+                          pin_memory=device.type == "cuda", prefetch_factor=cfg.prefetch_factor)
 
     model.train()
-    bar = tqdm(total=cfg.steps, desc=f"task {cfg.task_index} [{method.name}]", file=sys.stderr,
+    bar = tqdm(total=cfg.steps, initial=first_step, desc=f"task {cfg.task_index} [{method.name}]", file=sys.stderr,
                disable=not cfg.progress or cfg.steps == 0 or rank != 0, mininterval=1.0, dynamic_ncols=True)
     start = time.perf_counter()
     try:
-        for step in range(cfg.steps):
+        for step, (images_u8, tokens) in zip(range(first_step, cfg.steps), loader):
             lr = schedule.lr(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            images_u8, tokens = batches.draw(step)
-            if world_size > 1:
-                # Every rank drew the same full batch (same step seed); each trains on its own contiguous slice, so
-                # the gathered features are the full batch in its drawn order.
-                mine = slice(rank * local_batch, (rank + 1) * local_batch)
-                images_u8, tokens = images_u8[mine], tokens[mine]
             images = normalizer(images_u8)
             tokens = tokens.to(device, non_blocking=True)
 
             with autocast(device, cfg.precision):
-                out = model(images, tokens)
+                out = forward(images, tokens)
                 contrastive = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
             # The penalty stays outside autocast, so it is fp32 whatever ops a method uses (a sum of many small
             # terms over the weights, which bf16's 8-bit mantissa would blur).
@@ -413,25 +394,64 @@ def run_task_update(
                     logit_scale.clamp_(0, MAX_LOGIT_SCALE)
             method.after_step(model, step)
 
+            with torch.no_grad():
+                zero = torch.zeros((), device=device)
+                sums += torch.stack([loss.detach().double(), contrastive.detach().double(),
+                                     (zero if penalty is None else penalty.detach()).double(),
+                                     grad_norm.detach().double(), torch.ones((), device=device).double()])
+            bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
+                # The one host synchronisation of the interval.
+                scale = sums.new_full((1,), math.nan) if logit_scale is None else logit_scale.detach().double().reshape(1)
+                total, contrastive_sum, penalty_sum, norm_sum, n, scale_value = torch.cat([sums, scale]).tolist()
+                sums.zero_()
                 values = (
-                    cfg.task_index, step, lr, loss.item(), contrastive.item(),
-                    0.0 if penalty is None else float(penalty.item()),
-                    float(logit_scale.item()) if logit_scale is not None else float("nan"),
-                    float(grad_norm.item()), *counts, time.perf_counter() - start,
+                    cfg.task_index, step, lr, total / n, contrastive_sum / n, penalty_sum / n, scale_value,
+                    norm_sum / n, *counts, time.perf_counter() - start,
                 )
                 for key, value in zip(LOG_SCHEMA, values):
                     log[key].append(value)
                 bar.set_postfix(loss=f"{values[3]:.4f}", lr=f"{lr:.2e}", refresh=False)
-            bar.update(1)
+                if snapshots is not None and step < cfg.steps - 1 and _snapshot_due(snapshots, step, world_size, device):
+                    if rank == 0:
+                        snapshots.save(step, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                              "method": method.task_state(), "log": log, "sums": sums.cpu()})
+                    if world_size > 1:
+                        import torch.distributed as dist
+
+                        dist.barrier()
+                    if snapshots.stop_requested:
+                        raise TaskInterrupted(f"task {cfg.task_index} stopped by SIGTERM after step {step}; its "
+                                              f"state is saved in {snapshots.path}")
     finally:
         bar.close()
+        del loader  # stops the DataLoader workers
+        if snapshots is not None:
+            snapshots.restore_signal_handlers()
+        if cfg.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
+            model.set_grad_checkpointing(False)
         optimizer.zero_grad(set_to_none=True)
         for p, flag in frozen_flags.items():
             p.requires_grad_(flag)
         model.train(was_training)
     method.end_task(model, context)
     return pl.DataFrame(log, schema=LOG_SCHEMA)
+
+
+def _snapshot_due(snapshots: Snapshots, step: int, world_size: int, device: torch.device) -> bool:
+    """Whether to snapshot after ``step``; across ranks, if any rank says so (a signal may reach one rank first)."""
+    due = snapshots.due(step)
+    if world_size == 1:
+        return due
+    import torch.distributed as dist
+
+    flag = torch.tensor([float(due), float(snapshots.stop_requested)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag[1] and snapshots.signalled is None:
+        import signal
+
+        snapshots.signalled = signal.SIGTERM
+    return bool(flag[0])
 
 
 def pretrain_base(
@@ -447,13 +467,15 @@ def pretrain_base(
     min_lr_ratio: float = 1e-3,
     grad_clip: float | None = 1.0,
     schedule: str = "cosine",
-    log_every: int = 1,
+    log_every: int = 10,
     device: str = "cpu",
     progress: bool = True,
     precision: str = "auto",
+    data_workers: int = 0,
 ) -> tuple[torch.nn.Module, pl.DataFrame]:
     """The embedded benchmark's base model θ0: ``arch`` from a random init seeded by ``seed``, trained with full
-    fine-tuning on ``pool`` alone (mixture {"pretrain": 1.0}) with ``precision`` (``training.precision``).
+    fine-tuning on ``pool`` alone (mixture {"pretrain": 1.0}) with ``precision`` (``training.precision``), on the
+    evaluation transform (no augmentation: the pool's images are drawn at the model's resolution).
     Returns (model, training log)."""
     from fomoflux.methods import get_method
     from fomoflux.model import create_model
@@ -476,6 +498,7 @@ def pretrain_base(
         progress=progress,
         rng_salt="pretrain-base",
         precision=precision,
+        data_workers=data_workers,
     )
     log = run_task_update(model, tokenizer, get_method("finetune"), {"pretrain": pool}, cfg)
     model.eval()
