@@ -9,8 +9,11 @@ with more of both.
 
 Host memory of a task update = a fixed allowance for the interpreter and libraries + ``PARAM_COPIES`` fp32 copies
 of the model (weights, gradients, two AdamW moments, θ0 for the methods that anchor to it, method state: all on
-the host when training on the CPU), both for each process of a multi-GPU update, + every image the task decodes (uint8, 3 x H x W: the task's update and buffer
-data, bounded by the rows of the datasets it reads, and the pool's draws, bounded by steps x batch).
+the host when training on the CPU), both for each process of a multi-GPU update, + the data loader: per
+DataLoader worker a process allowance and its prefetched batches (uint8, twice: the worker's and the pinned copy),
++ ``ROW_BYTES`` per selected manifest row (the index of the task's samples: offsets, no pixels, no captions).
+Images are read per batch (``fomoflux.train.data``), so nothing scales with the number of images but that index:
+a million-sample buffer adds about a quarter of a GB, not the 150 GB its decoded images would take.
 Time of a task update = its FLOPs (steps x FLOPs per step, from the method's step profile) at a sustained
 ``gpu_tflops``, times ``runtime_safety``, never below ``min_runtime`` minutes.
 """
@@ -27,16 +30,26 @@ from fomoflux.errors import ConfigError
 __all__ = [
     "ResourceSettings",
     "PARAM_COPIES",
+    "LOADER_WORKER_MB",
+    "ROW_BYTES",
     "task_memory_mb",
     "eval_memory_mb",
     "runtime_minutes",
     "cpus_per_gpu",
+    "data_workers",
     "manifest_rows",
 ]
 
 # weights, gradients, AdamW exp_avg and exp_avg_sq, θ0 (anchored methods), method state (EWC Fisher, SI omega, EMA)
 PARAM_COPIES = 6
 MB = 2**20
+# A DataLoader worker: a forked interpreter that shares the parent's pages until it writes them (measured RSS of a
+# worker decoding 224 px JPEGs, benchmarks/bench_scale.py, rounded up).
+LOADER_WORKER_MB = 512
+# One selected manifest row as the job holds it (the selection frame, then DiskSamples' offset arrays).
+ROW_BYTES = 256
+# An evaluated sample's fp32 image embedding (up to 1024 wide) and its first caption.
+EMBEDDING_BYTES = 4 * 1024 + 128
 
 
 @dataclass(frozen=True)
@@ -78,27 +91,33 @@ def task_memory_mb(
     *,
     params: int,
     image_size: int,
+    batch_size: int,
     data_rows: int,
-    pool_rows: int,
-    pool_draws: int,
+    loader_workers: int,
+    prefetch_factor: int = 4,
     workers: int = 1,
     attempt: int = 1,
 ) -> int:
-    """Host memory (MB) of one task update: base + model copies per worker process (a data-parallel update on
-    ``workers`` GPUs runs one process per GPU beside the job's own), + decoded images once (the workers share them),
-    times ``attempt``."""
+    """Host memory (MB) of one task update (module docstring): base + model copies per process (a data-parallel
+    update on ``workers`` GPUs runs one process per GPU beside the job's own), + ``loader_workers`` DataLoader
+    workers per training process with ``prefetch_factor`` batches of ``batch_size / workers`` images each, + the
+    index of ``data_rows`` selected rows, times ``attempt``."""
     if workers < 1:
         raise ConfigError(f"resources: workers must be >= 1, got {workers!r}")
-    images = data_rows + min(pool_rows, pool_draws)
-    image_bytes = 3 * image_size * image_size
     processes = 1 if workers == 1 else workers + 1
-    total = processes * (settings.base_memory_mb * MB + PARAM_COPIES * 4 * params) + images * image_bytes
+    batch_bytes = math.ceil(batch_size / workers) * 3 * image_size * image_size
+    loader = workers * loader_workers * (LOADER_WORKER_MB * MB + 2 * prefetch_factor * batch_bytes)
+    total = processes * (settings.base_memory_mb * MB + PARAM_COPIES * 4 * params) + loader + data_rows * ROW_BYTES
     return math.ceil(total / MB) * _check_attempt(attempt)
 
 
-def eval_memory_mb(settings: ResourceSettings, *, params: int, image_size: int, rows: int, attempt: int = 1) -> int:
-    """Host memory (MB) of an evaluation: base + the model (and its load buffer) + the decoded test images."""
-    total = settings.base_memory_mb * MB + 2 * 4 * params + rows * 3 * image_size * image_size
+def eval_memory_mb(settings: ResourceSettings, *, params: int, image_size: int, batch_size: int,
+                   loader_workers: int, rows: int, attempt: int = 1) -> int:
+    """Host memory (MB) of an evaluation: base + the model (and its load buffer) + the loader's workers and
+    prefetched batches + the evaluated rows' index and embeddings (images are read batch by batch)."""
+    batch_bytes = batch_size * 3 * image_size * image_size
+    loader = loader_workers * (LOADER_WORKER_MB * MB + 2 * 4 * batch_bytes) + batch_bytes
+    total = settings.base_memory_mb * MB + 2 * 4 * params + loader + rows * (ROW_BYTES + EMBEDDING_BYTES)
     return math.ceil(total / MB) * _check_attempt(attempt)
 
 
@@ -108,6 +127,17 @@ def runtime_minutes(settings: ResourceSettings, *, flops: float, gpus: int = 1, 
         raise ConfigError(f"resources: flops must be >= 0 and gpus >= 1, got {flops!r}, {gpus!r}")
     seconds = settings.runtime_safety * flops / (settings.gpu_tflops * 1e12 * gpus)
     return max(settings.min_runtime, math.ceil(seconds / 60)) * _check_attempt(attempt)
+
+
+def data_workers(setting: Any, threads: int, on_gpu: bool) -> int:
+    """DataLoader workers for ``training.data_workers`` / ``evaluation.data_workers``: ``auto`` is the job's
+    threads less the one that drives the GPU (at least 2) on a GPU, and 0 on the CPU, where workers would only take
+    cores from the forward pass."""
+    if setting != "auto":
+        if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
+            raise ConfigError(f"data_workers must be 'auto' or an integer >= 0, got {setting!r}")
+        return setting
+    return max(2, int(threads) - 1) if on_gpu else 0
 
 
 def cpus_per_gpu(threads: int, gpus: int) -> int:

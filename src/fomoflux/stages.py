@@ -152,8 +152,11 @@ def _select(manifests: list[Path], plan: Plan, *, split: str, dataset: str | Non
     """Manifest rows of one dataset or of stream entries. In validation mode, rows of a training split are cut into
     the seeded train / validation parts and ``part`` says which one is wanted."""
     from fomoflux.data.catalog import select_rows
+    from fomoflux.data.loading import READ_COLUMNS
 
-    rows = select_rows(manifests, split=split, dataset=dataset, entries=entries)
+    # Only what reading the samples later needs (no captions: they are read with the images).
+    rows = select_rows(manifests, split=split, dataset=dataset, entries=entries,
+                       columns=[*READ_COLUMNS, "class_name"])
     validation = plan.validation
     if validation["enabled"] and split == "train" and (dataset is None or plan.registry[dataset].role == "adaptation"):
         from fomoflux.data.validation import split_rows
@@ -184,12 +187,9 @@ def _load(manifests: list[Path], plan: Plan, *, split: str, dataset: str | None 
 
 
 def _data_workers(setting: Any, device, threads: int) -> int:
-    """DataLoader workers for ``training.data_workers`` / ``evaluation.data_workers``: ``auto`` is the job's
-    threads less the one that drives the GPU (at least 2) on a GPU, and 0 on the CPU, where workers would only take
-    cores from the forward pass."""
-    if setting != "auto":
-        return int(setting)
-    return max(2, int(threads) - 1) if getattr(device, "type", str(device)) == "cuda" else 0
+    from fomoflux.resources import data_workers
+
+    return data_workers(setting, threads, on_gpu=getattr(device, "type", str(device)) == "cuda")
 
 
 def _model(plan: Plan, checkpoint: str | Path | None, device: str = "cpu"):

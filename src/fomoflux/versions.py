@@ -6,9 +6,9 @@ matching number here: Snakemake then reruns exactly the affected stage and every
 that leave results bit-identical do not bump, so a cluster's finished updates stay valid.
 """
 
-DATA = 1  # dataset generation, import and sharding
+DATA = 2  # dataset generation, import and sharding (2: original bytes, byte offsets in the manifest)
 MODEL = 1  # base-model pretraining
-TRAIN = 2  # the task update: loop, mixture, methods, schedules
+TRAIN = 3  # the task update: loop, mixture, methods, schedules (3: streamed batches, RandomResizedCrop, pool share)
 EVAL = 1  # zero-shot evaluation and retrieval
 REPORT = 1  # metric aggregation (A_KA, A_ZS, GM)
 BUDGET = 1  # step profiling (FLOPs, memory) and budgets

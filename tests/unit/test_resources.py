@@ -8,8 +8,12 @@ import pytest
 from fomoflux.errors import ConfigError
 from fomoflux.resources import (
     PARAM_COPIES,
+    EMBEDDING_BYTES,
+    LOADER_WORKER_MB,
+    ROW_BYTES,
     ResourceSettings,
     cpus_per_gpu,
+    data_workers,
     eval_memory_mb,
     manifest_rows,
     runtime_minutes,
@@ -36,36 +40,48 @@ def test_settings_errors_name_the_key(section, culprit):
         ResourceSettings.from_config(section)
 
 
-def test_task_memory_counts_base_model_copies_and_decoded_images():
+def test_task_memory():
     settings = ResourceSettings(base_memory_mb=1000)
-    params, size = 10 * MB, 32
-    got = task_memory_mb(settings, params=params, image_size=size, data_rows=1000, pool_rows=500, pool_draws=100)
-    expected = 1000 * MB + PARAM_COPIES * 4 * params + (1000 + 100) * 3 * size * size
+    params, size, batch = 10 * MB, 32, 64
+    got = task_memory_mb(settings, params=params, image_size=size, batch_size=batch, data_rows=1000, loader_workers=2)
+    batch_bytes = batch * 3 * size * size
+    expected = (1000 * MB + PARAM_COPIES * 4 * params + 2 * (LOADER_WORKER_MB * MB + 2 * 4 * batch_bytes)
+                + 1000 * ROW_BYTES)
     assert got == -(-expected // MB)
-    # The pool's draws are bounded by the pool: a long task cannot ask for more images than the pool has.
-    capped = task_memory_mb(settings, params=params, image_size=size, data_rows=1000, pool_rows=500,
-                            pool_draws=10**9)
-    assert capped == -(-(expected + 400 * 3 * size * size) // MB)
     # A retry (attempt 2) after the scheduler killed the job asks for twice as much.
-    again = task_memory_mb(settings, params=params, image_size=size, data_rows=1000, pool_rows=500, pool_draws=100,
-                           attempt=2)
+    again = task_memory_mb(settings, params=params, image_size=size, batch_size=batch, data_rows=1000,
+                           loader_workers=2, attempt=2)
     assert again == 2 * got
-    # Two GPUs: the job's process and two workers each hold the libraries and the model; the images once.
-    two = task_memory_mb(settings, params=params, image_size=size, data_rows=1000, pool_rows=500, pool_draws=100,
-                         workers=2)
-    assert two == -(-(3 * (1000 * MB + PARAM_COPIES * 4 * params) + 1100 * 3 * size * size) // MB)
+    # Two GPUs: the job's process and two workers each hold the libraries and the model; each rank loads its half
+    # of a batch in its own loader workers.
+    two = task_memory_mb(settings, params=params, image_size=size, batch_size=batch, data_rows=1000,
+                         loader_workers=2, workers=2)
+    loaders = 2 * 2 * (LOADER_WORKER_MB * MB + 2 * 4 * batch_bytes // 2)
+    assert two == -(-(3 * (1000 * MB + PARAM_COPIES * 4 * params) + loaders + 1000 * ROW_BYTES) // MB)
 
 
-def test_paper_scale_task_memory_is_dominated_by_decoded_images():
-    # ViT-B/16 (150M parameters), 224 px, a late task whose buffer holds ~1M images: what in-memory decoding needs.
-    mb = task_memory_mb(ResourceSettings(), params=150_000_000, image_size=224, data_rows=1_000_000,
-                        pool_rows=10**7, pool_draws=1420 * 512)
-    assert 240_000 < mb < 260_000
+def test_paper_scale_task_memory_does_not_grow_with_the_buffer():
+    # ViT-B/16 (150M parameters), 224 px, B = 512, 7 loader workers: the first task vs a late task whose buffer
+    # holds ~1M samples. Images are read per batch: only the rows' index grows (256 B a row).
+    def mb(rows):
+        return task_memory_mb(ResourceSettings(), params=150_000_000, image_size=224, batch_size=512,
+                              data_rows=rows, loader_workers=7)
+
+    first, late = mb(60_000 + 727_040), mb(1_000_000 + 727_040)
+    assert 13_000 < first < 16_000 and late - first < 300, (first, late)
 
 
 def test_eval_memory():
-    mb = eval_memory_mb(ResourceSettings(base_memory_mb=100), params=MB, image_size=16, rows=MB // (3 * 256))
-    assert mb == 100 + 8 + 1
+    mb = eval_memory_mb(ResourceSettings(base_memory_mb=100), params=MB, image_size=16, batch_size=8,
+                        loader_workers=0, rows=1000)
+    assert mb == -(-(100 * MB + 8 * MB + 8 * 3 * 16 * 16 + 1000 * (ROW_BYTES + EMBEDDING_BYTES)) // MB)
+
+
+def test_data_workers():
+    assert data_workers("auto", 8, on_gpu=True) == 7 and data_workers("auto", 1, on_gpu=True) == 2
+    assert data_workers("auto", 8, on_gpu=False) == 0 and data_workers(3, 8, on_gpu=False) == 3
+    with pytest.raises(ConfigError, match="data_workers"):
+        data_workers(-1, 8, on_gpu=True)
 
 
 def test_runtime_from_flops_with_floor_and_attempts():

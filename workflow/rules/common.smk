@@ -408,20 +408,23 @@ def train_cpus_per_gpu(wildcards, threads):
     return job_resources.cpus_per_gpu(threads, train_gpus(wildcards))
 
 
-def train_mem_mb(wildcards, input, attempt):
+def train_mem_mb(wildcards, input, attempt, threads):
     run = PLAN.runs[wildcards.run]
     steps = _task_steps(input)
     _require(*input.datasets)
     pool = dataset_dir(PLAN.pool_dataset) if run.training["mixture"]["pretrain"] > 0 else None
     profile = _step_profile(wildcards.run)
+    gpus = train_gpus(wildcards)
     return job_resources.task_memory_mb(
         CLUSTER,
         params=profile["total_params"] if profile else _model_params(),
         image_size=PLAN.benchmark["image_size"],
-        data_rows=sum(_manifest_rows(d, "train") for d in input.datasets if d != pool),
-        pool_rows=_manifest_rows(pool, "train") if pool else 0,
-        pool_draws=steps * run.training["batch_size"],
-        workers=train_gpus(wildcards),
+        batch_size=run.training["batch_size"],
+        # The index of every row the task may select: its datasets' training rows and the pool's draws.
+        data_rows=sum(_manifest_rows(d, "train") for d in input.datasets if d != pool)
+        + (min(_manifest_rows(pool, "train"), steps * run.training["batch_size"]) if pool else 0),
+        loader_workers=job_resources.data_workers(run.training["data_workers"], max(1, threads // gpus), True),
+        workers=gpus,
         attempt=attempt,
     )
 
@@ -433,13 +436,15 @@ def train_runtime(wildcards, input, attempt):
     return job_resources.runtime_minutes(CLUSTER, flops=flops, gpus=train_gpus(wildcards), attempt=attempt)
 
 
-def eval_mem_mb(wildcards, input, attempt):
+def eval_mem_mb(wildcards, input, attempt, threads):
     _require(*input.datasets)
     split = None if PLAN.validation["enabled"] else "test"
     return job_resources.eval_memory_mb(
         CLUSTER,
         params=_model_params(),
         image_size=PLAN.benchmark["image_size"],
+        batch_size=PLAN.evaluation["batch_size"],
+        loader_workers=job_resources.data_workers(PLAN.evaluation.get("data_workers", "auto"), threads, True),
         rows=sum(_manifest_rows(d, split) for d in input.datasets),
         attempt=attempt,
     )
@@ -449,15 +454,15 @@ def gpu_runtime(wildcards, attempt):
     return CLUSTER.min_runtime * attempt
 
 
-def pretrain_mem_mb(wildcards, input, attempt):
+def pretrain_mem_mb(wildcards, input, attempt, threads):
     _require(input.pool)
     return job_resources.task_memory_mb(
         CLUSTER,
         params=_model_params(),
         image_size=PLAN.benchmark["image_size"],
-        data_rows=0,
-        pool_rows=_manifest_rows(input.pool, "train"),
-        pool_draws=PLAN.model.pretrain["steps"] * PLAN.model.pretrain["batch_size"],
+        batch_size=PLAN.model.pretrain["batch_size"],
+        data_rows=_manifest_rows(input.pool, "train"),
+        loader_workers=job_resources.data_workers("auto", threads, True),
         attempt=attempt,
     )
 

@@ -107,7 +107,7 @@ def _absent_entries(where: str, split: str, names: list[str]) -> DataError:
 
 
 def select_rows(catalog: Path | Sequence[Path], *, split: str, dataset: str | None = None,
-                entries: list[str] | None = None) -> pl.DataFrame:
+                entries: list[str] | None = None, columns: Sequence[str] | None = None) -> pl.DataFrame:
     """The ``split`` rows of one ``dataset``, or of the stream ``entries`` (``DATASET+++classname``: every sample of
     those classes), ordered by (dataset, index). Exactly one of ``dataset`` / ``entries`` must be given.
     ``catalog`` is a catalog file or a list of manifest files.
@@ -118,13 +118,23 @@ def select_rows(catalog: Path | Sequence[Path], *, split: str, dataset: str | No
 
     A dataset absent from the catalog is a DataError; one without samples in ``split`` gives an empty frame. A stream
     entry without samples in ``split`` (unknown dataset or class) is a DataError naming it. A malformed entry is a
-    ConfigError; a missing or unreadable manifest, or one without the manifest columns, is a DataError naming it."""
+    ConfigError; a missing or unreadable manifest, or one without the manifest columns, is a DataError naming it.
+
+    ``columns`` keeps only those columns (plus dataset and index, which order the rows). On manifest files the
+    others are never read: a job that streams its samples selects a million buffer rows without their captions."""
     if (dataset is None) == (entries is None):
         raise ValueError("select_rows: give exactly one of dataset= or entries=")
     wanted = None if entries is None else _wanted(entries)
+    keep = None
+    if columns is not None:
+        keep = list(dict.fromkeys(["dataset", "index", *columns]))
+        unknown = [c for c in keep if c not in MANIFEST_SCHEMA.names]
+        if unknown:
+            raise ValueError(f"select_rows: unknown manifest column(s) {unknown}")
     if isinstance(catalog, (list, tuple)):
-        return _select_from_manifests([Path(path) for path in catalog], split, dataset, wanted)
-    return _select_from_catalog(Path(catalog), split, dataset, wanted)
+        return _select_from_manifests([Path(path) for path in catalog], split, dataset, wanted, keep)
+    rows = _select_from_catalog(Path(catalog), split, dataset, wanted)
+    return rows if keep is None else rows.select(keep)
 
 
 def _select_from_catalog(catalog: Path, split: str, dataset: str | None, wanted: pa.Table | None) -> pl.DataFrame:
@@ -231,7 +241,7 @@ def _sorted_by_dataset_index(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def _select_from_manifests(manifests: list[Path], split: str, dataset: str | None,
-                           wanted: pa.Table | None) -> pl.DataFrame:
+                           wanted: pa.Table | None, keep: list[str] | None = None) -> pl.DataFrame:
     """select_rows on manifest files, read with polars' lazy parquet scan.
 
     Faster than loading every manifest whole (what the catalog file is built from) and joining in duckdb: the
@@ -249,7 +259,8 @@ def _select_from_manifests(manifests: list[Path], split: str, dataset: str | Non
         samples = pl.concat([_scan_manifest(path) for path in manifests], how="vertical")
     in_split = samples.filter(pl.col("split") == split)
     if wanted is None:
-        rows = _collect(in_split.filter(pl.col("dataset") == dataset), manifests)
+        chosen = in_split.filter(pl.col("dataset") == dataset)
+        rows = _collect(chosen if keep is None else chosen.select(keep), manifests)
         if rows.height == 0:
             known = samples.filter(pl.col("dataset") == dataset).select("dataset").head(1)
             if _collect(known, manifests).height == 0:
@@ -259,8 +270,11 @@ def _select_from_manifests(manifests: list[Path], split: str, dataset: str | Non
     pairs = pl.from_arrow(wanted).lazy()
     on = ["dataset", "class_name"]
     # maintain_order: keep the manifests' order, which is usually the wanted one already (see the sort helper).
-    rows = _collect(in_split.join(pairs.select(on), on=on, how="semi", maintain_order="left"), manifests)
+    chosen = in_split.join(pairs.select(on), on=on, how="semi", maintain_order="left")
+    rows = _collect(chosen if keep is None else chosen.select(list(dict.fromkeys([*keep, *on]))), manifests)
     absent = pairs.join(rows.lazy().select(on), on=on, how="anti", maintain_order="left").collect()
+    if keep is not None:
+        rows = rows.select(list(dict.fromkeys([*keep, *on])))
     if absent.height:
         raise _absent_entries(f"manifests {[str(p) for p in manifests]}", split, absent["entry"].to_list())
     return _sorted_by_dataset_index(rows)
