@@ -88,6 +88,9 @@ LOG_SCHEMA: dict[str, Any] = {
     "n_update": pl.Int64,
     "n_buffer": pl.Int64,
     "elapsed_s": pl.Float64,
+    # Host seconds spent waiting for the data loader since the previous row: with the GPU busy in between, the
+    # time the GPU would idle for want of data (0 when the loader keeps up).
+    "data_wait_s": pl.Float64,
 }
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -367,8 +370,12 @@ def run_task_update(
     bar = tqdm(total=cfg.steps, initial=first_step, desc=f"task {cfg.task_index} [{method.name}]", file=sys.stderr,
                disable=not cfg.progress or cfg.steps == 0 or rank != 0, mininterval=1.0, dynamic_ncols=True)
     start = time.perf_counter()
+    waited = 0.0
     try:
-        for step, (images_u8, tokens) in zip(range(first_step, cfg.steps), loader):
+        for step in range(first_step, cfg.steps):
+            before = time.perf_counter()
+            images_u8, tokens = next(loader)
+            waited += time.perf_counter() - before
             lr = schedule.lr(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -407,8 +414,9 @@ def run_task_update(
                 sums.zero_()
                 values = (
                     cfg.task_index, step, lr, total / n, contrastive_sum / n, penalty_sum / n, scale_value,
-                    norm_sum / n, *counts, time.perf_counter() - start,
+                    norm_sum / n, *counts, time.perf_counter() - start, waited,
                 )
+                waited = 0.0
                 for key, value in zip(LOG_SCHEMA, values):
                     log[key].append(value)
                 bar.set_postfix(loss=f"{values[3]:.4f}", lr=f"{lr:.2e}", refresh=False)
