@@ -102,7 +102,10 @@ def manifest_split(dataset: str, split: str, classes: list[str], per_class: int,
     shards = [f"{dataset}/{split}-{(i - first_index) // SHARD_SIZE:06d}.tar" for i in range(first_index, first_index + n)]
     return pa.table(
         {"dataset": pa.array([dataset] * n), "split": pa.array([split] * n), "index": index, "key": keys,
-         "shard": shards, "class_id": class_id, "class_name": class_name, "caption": first, "captions": captions},
+         "shard": shards, "class_id": class_id, "class_name": class_name, "caption": first, "captions": captions,
+         # The image's format, size and member offsets (the catalog never reads them).
+         "image_format": pa.array(["jpg"] * n),
+         **{name: np.zeros(n, np.int64) for name in MANIFEST_SCHEMA.names[10:]}},
         schema=MANIFEST_SCHEMA,
     )
 

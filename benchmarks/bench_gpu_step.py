@@ -10,6 +10,11 @@ the log's ``elapsed_s`` times finished steps; the first ``--warmup`` steps (kern
 left out. Prints samples/s, the peak ``torch.cuda.max_memory_allocated`` (GiB), the device name and the ratio to
 the target.
 
+With ``--shards DIR`` (a data folder made by ``benchmarks/bench_scale.py``: JPEG shards of 224-320 px with byte
+offsets) the sources are samples on disk, read, decoded and cropped per step by ``--data-workers`` DataLoader
+workers exactly as in the pipeline (``--buffer`` samples in the buffer); it then also prints the fraction of the
+timed steps' wall time the loop waited for data (the log's ``data_wait_s``; goal: near 0).
+
 On a CPU it runs too, to check that it works, not to measure: give it a tiny batch, e.g.
 ``--batch-size 8 --steps 2 --warmup 1`` (a ViT-B/16 step at batch 512 takes minutes on a CPU).
 """
@@ -31,6 +36,22 @@ from fomoflux.train.loop import TaskUpdateConfig, run_task_update
 ARCH = "ViT-B-16"
 TARGET_SAMPLES_PER_S = 2800.0
 MIXTURE = {"pretrain": 0.33, "update": 0.34, "buffer": 0.33}
+PAPER_CROP = {"kind": "random_resized_crop", "scale": [0.9, 1.0], "ratio": [0.75, 4 / 3]}
+
+
+def disk_sources(root: str, buffer: int) -> dict:
+    """Update (5,000), buffer and pool sources on disk from a bench_scale.py data folder."""
+    from pathlib import Path
+
+    from fomoflux.data.catalog import select_rows
+    from fomoflux.data.loading import READ_COLUMNS, DiskSamples
+
+    root_path = Path(root)
+    columns = [*READ_COLUMNS, "class_name"]
+    rows = select_rows([root_path / "scale" / "manifest.parquet"], split="train", dataset="scale", columns=columns)
+    pool = select_rows([root_path / "pool" / "manifest.parquet"], split="train", dataset="pool", columns=columns)
+    return {"update": DiskSamples(root_path, rows[:5000]), "buffer": DiskSamples(root_path, rows[5000:5000 + buffer]),
+            "pretrain": DiskSamples(root_path, pool)}
 
 
 def parse_args() -> argparse.Namespace:
@@ -42,6 +63,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=None,
                         help="samples per source (default 2 x batch size; steps draw with replacement)")
     parser.add_argument("--threads", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--shards", type=str, default=None, help="data folder of bench_scale.py: read from disk")
+    parser.add_argument("--data-workers", type=int, default=max(2, (os.cpu_count() or 2) - 2))
+    parser.add_argument("--buffer", type=int, default=100_000, help="buffer samples with --shards")
     args = parser.parse_args()
     if args.batch_size < 2 or args.steps < 1 or args.warmup < 1:
         parser.error("need --batch-size >= 2, --steps >= 1 and --warmup >= 1")
@@ -69,14 +93,19 @@ def main() -> None:
     model, tokenizer = create_model(ARCH, None, device=device, seed=0)
     side = image_size(model)
     samples = args.samples or 2 * args.batch_size
-    sources = {
-        "pretrain": random_samples(samples, side, "pool", 1),
-        "update": random_samples(samples, side, "update", 2),
-        "buffer": random_samples(samples, side, "buffer", 3),
-    }
+    if args.shards:
+        sources = disk_sources(args.shards, args.buffer)
+        extra = {"data_workers": args.data_workers, "augmentation": PAPER_CROP}
+    else:
+        sources = {
+            "pretrain": random_samples(samples, side, "pool", 1),
+            "update": random_samples(samples, side, "update", 2),
+            "buffer": random_samples(samples, side, "buffer", 3),
+        }
+        extra = {}
     cfg = TaskUpdateConfig(
         steps=args.warmup + args.steps, batch_size=args.batch_size, lr=1e-5, mixture=MIXTURE, task_index=1,
-        seed=0, device=str(device), progress=False, precision=args.precision, log_every=1,
+        seed=0, device=str(device), progress=False, precision=args.precision, log_every=1, **extra,
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -90,6 +119,11 @@ def main() -> None:
     print(f"throughput: {rate:,.1f} samples/s   peak allocated: {peak}   "
           f"ratio to the {TARGET_SAMPLES_PER_S:,.0f} samples/s target: {rate / TARGET_SAMPLES_PER_S:.3f}")
     print(f"final loss {log['loss'][-1]:.4f} (finite: {torch.isfinite(torch.tensor(log['loss'][-1])).item()})")
+    if args.shards:
+        timed = log[args.warmup:]
+        span = log["elapsed_s"][-1] - log["elapsed_s"][args.warmup - 1]
+        print(f"data from disk: {args.data_workers} loader workers, buffer {args.buffer:,}; waited for data "
+              f"{timed['data_wait_s'].sum():.2f} s of {span:.2f} s ({timed['data_wait_s'].sum() / span:.1%})")
 
 
 if __name__ == "__main__":

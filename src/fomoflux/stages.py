@@ -67,6 +67,8 @@ def shard_dataset(job: Job, plan: Plan, log: logging.Logger) -> None:
         shard_size=bench["shard_size"],
         on_bad_sample=bench.get("on_bad_sample", "error"),
         skipped=skipped,
+        max_image_side=bench["max_image_side"],
+        workers=job.threads,
         # Snakemake removed the stale folder before the job; what is there now is ours to replace.
         overwrite=True,
     )

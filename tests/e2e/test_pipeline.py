@@ -36,7 +36,10 @@ def test_full_run_writes_every_artifact(finished):
             folder = finished.path("runs", run, f"task{t:03d}")
             assert (folder / "model.safetensors").stat().st_size > 0
             log = pl.read_parquet(folder / "train_log.parquet")
-            assert log.height == budgets[run]["steps"] and {"step", "lr", "loss"} <= set(log.columns)
+            # One row per log interval (training.log_every, default 10) and one for the last step.
+            steps = budgets[run]["steps"]
+            logged = sorted(set(range(0, steps, 10)) | {steps - 1})
+            assert log["step"].to_list() == logged and {"step", "lr", "loss", "data_wait_s"} <= set(log.columns)
             assert finished.path("runs", run, "eval", f"task{t:03d}.parquet").exists()
     # Merging runs deploy their merges: EMA-merge's sequential chain, the offline merge of independent experts.
     for t in range(1, tasks + 1):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections import Counter
 
@@ -17,7 +18,7 @@ from fomoflux.data.mini import (
     split_count,
 )
 from fomoflux.data.registry import DatasetSpec
-from fomoflux.data.shards import encode_png
+from fomoflux.data.shards import store_image
 from fomoflux.errors import ConfigError, DataError
 
 REGISTRY = mini_registry()
@@ -25,7 +26,7 @@ STOPWORDS = {"a", "an", "the", "of", "on", "is", "that"}
 
 
 def _png_and_captions(spec: DatasetSpec, split: str, seed: int, scale: float) -> list[tuple[bytes, tuple[str, ...]]]:
-    return [(encode_png(s.image), s.captions) for s in generate_split(spec, split, seed, 32, scale)]
+    return [(store_image(s.image).data, s.captions) for s in generate_split(spec, split, seed, 32, scale)]
 
 
 def _words(text: str) -> set[str]:
@@ -131,6 +132,16 @@ def test_smaller_scale_is_a_prefix():
     small = _png_and_captions(spec, "train", 1, 0.02)
     large = _png_and_captions(spec, "train", 1, 0.04)
     assert large[: len(small)] == small
+
+
+@pytest.mark.parametrize("name", ["glyphs", "digits", "pool"])
+def test_any_range_drawn_in_another_process_is_that_slice_of_the_split(name):
+    # The shard writer's workers draw the shards they write: a pickled split drawn from 5 to 12 is samples 5..11.
+    split = generate_split(REGISTRY[name], REGISTRY[name].splits[0], 2, 32, 0.01)
+    whole = [(s.index, store_image(s.image).data, s.captions, s.class_id) for s in split]
+    part = pickle.loads(pickle.dumps(split)).draw(5, 12)
+    assert [(s.index, store_image(s.image).data, s.captions, s.class_id) for s in part] == whole[5:12]
+    assert len(split) == len(whole)
 
 
 @pytest.mark.parametrize("name", [n for n, s in REGISTRY.items() if s.kind == "classification"])

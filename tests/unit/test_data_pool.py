@@ -16,7 +16,7 @@ from PIL import Image
 from fomoflux.data.pool import convert_webdataset_pool, expand_shards, iter_webdataset_samples
 from fomoflux.data.registry import DatasetSpec
 from fomoflux.data.release import SkipLog
-from fomoflux.data.shards import PNG_SIGNATURE, read_manifest
+from fomoflux.data.shards import read_manifest
 from fomoflux.errors import ConfigError, DataError
 
 IMAGE_SIZE = 16
@@ -98,11 +98,10 @@ def pool(tmp_path: Path) -> dict[str, list[PoolSample]]:
     return expected
 
 
-def pixel(png: bytes) -> tuple[int, int, int]:
-    with Image.open(io.BytesIO(png)) as image:
-        assert image.format == "PNG"
-        assert image.size == (IMAGE_SIZE, IMAGE_SIZE)
-        return image.convert("RGB").getpixel((IMAGE_SIZE // 2, IMAGE_SIZE // 2))
+def pixel(encoded: bytes) -> tuple[int, int, int]:
+    """The centre pixel of an encoded image."""
+    with Image.open(io.BytesIO(encoded)) as image:
+        return image.convert("RGB").getpixel((image.width // 2, image.height // 2))
 
 
 def assert_close(got: tuple[int, int, int], want: tuple[int, int, int]) -> None:
@@ -172,21 +171,22 @@ def test_expand_duplicates_and_empty_are_config_errors(tmp_path, pool):
 
 def test_every_sample_imported_in_order(pool):
     expected = [sample for samples in pool.values() for sample in samples]
-    got = list(iter_webdataset_samples(list(pool), SPEC, IMAGE_SIZE))
+    got = list(iter_webdataset_samples(list(pool), SPEC))
     assert len(got) == len(expected) == 15  # the size is what the shards hold
     assert [s.index for s in got] == list(range(15))
     assert [s.captions for s in got] == [s.captions for s in expected]
     for raw, want in zip(got, expected):
         assert raw.class_id == -1 and raw.class_name is None
-        assert isinstance(raw.image, bytes) and raw.image.startswith(PNG_SIGNATURE)
+        assert isinstance(raw.image, bytes)  # the member's bytes, as they are
         assert_close(pixel(raw.image), want.colour)
 
 
 def test_file_urls_read_like_paths(pool):
     urls = list(pool)[:2]
-    by_path = list(iter_webdataset_samples(urls, SPEC, IMAGE_SIZE))
-    by_url = list(iter_webdataset_samples([f"file://{url}" for url in urls], SPEC, IMAGE_SIZE))
-    assert by_url == by_path and len(by_url) == 5
+    by_path = list(iter_webdataset_samples(urls, SPEC))
+    by_url = list(iter_webdataset_samples([f"file://{url}" for url in urls], SPEC))
+    content = [[(s.index, s.image, s.captions) for s in samples] for samples in (by_path, by_url)]
+    assert content[0] == content[1] and len(by_url) == 5
 
 
 def test_txt_wins_over_json_and_json_caption_lists(tmp_path):
@@ -199,38 +199,42 @@ def test_txt_wins_over_json_and_json_caption_lists(tmp_path):
         {"__key__": "c", "JPG": encoded_image(colour, (20, 8), "JPEG"), "txt": b"  ",
          "json": json.dumps({"caption": "json after empty txt"}).encode()},
     ])
-    got = list(iter_webdataset_samples([url], SPEC, IMAGE_SIZE))
+    got = list(iter_webdataset_samples([url], SPEC))
     assert [s.captions for s in got] == [("from txt",), ("first", "second"), ("json after empty txt",)]
     for raw in got:
         assert_close(pixel(raw.image), colour)
 
 
-def test_wide_image_is_centre_cropped_not_squashed(tmp_path):
-    # Three vertical bands, red | green | blue, each IMAGE_SIZE wide: the centre crop is all green.
+def test_images_are_stored_uncropped_in_their_format(tmp_path):
+    # Three vertical bands, red | green | blue: stored whole (the loader crops at read time), PNG as it was.
     image = Image.new("RGB", (3 * IMAGE_SIZE, IMAGE_SIZE), (255, 0, 0))
     image.paste((0, 255, 0), (IMAGE_SIZE, 0, 2 * IMAGE_SIZE, IMAGE_SIZE))
     image.paste((0, 0, 255), (2 * IMAGE_SIZE, 0, 3 * IMAGE_SIZE, IMAGE_SIZE))
     buf = io.BytesIO()
     image.save(buf, format="PNG")
-    url = write_shard(tmp_path / "wide.tar", [{"__key__": "w", "png": buf.getvalue(), "txt": b"bands"}])
-    [raw] = iter_webdataset_samples([url], SPEC, IMAGE_SIZE)
-    with Image.open(io.BytesIO(raw.image)) as out:
-        edges = [out.getpixel((x, IMAGE_SIZE // 2)) for x in (0, IMAGE_SIZE - 1)]
-    assert edges == [(0, 255, 0), (0, 255, 0)]
+    webp = encoded_image((10, 200, 30), (20, 12), "WEBP")  # lossy WebP: re-encoded as JPEG
+    url = write_shard(tmp_path / "wide.tar", [{"__key__": "w", "png": buf.getvalue(), "txt": b"bands"},
+                                              {"__key__": "v", "webp": webp, "txt": b"webp"}])
+    out = tmp_path / "out" / "cc3m_pool"
+    convert_webdataset_pool([url], SPEC, out, shard_size=10)
+    rows = read_manifest(out).rows(named=True)
+    assert [(r["image_format"], r["width"], r["height"]) for r in rows] == [("png", 3 * IMAGE_SIZE, IMAGE_SIZE),
+                                                                          ("jpg", 20, 12)]
+    [wide, small] = wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)
+    assert wide["png"] == buf.getvalue()
+    assert_close(pixel(small["jpg"]), (10, 200, 30))
 
 
 def test_arguments_checked_before_reading(pool):
     urls = list(pool)
     with pytest.raises(ConfigError, match="on_bad_sample"):
-        iter_webdataset_samples(urls, SPEC, IMAGE_SIZE, on_bad_sample="ignore")
+        iter_webdataset_samples(urls, SPEC, on_bad_sample="ignore")
     with pytest.raises(ConfigError, match="skipped"):
-        iter_webdataset_samples(urls, SPEC, IMAGE_SIZE, on_bad_sample="skip")
-    with pytest.raises(ConfigError, match="image_size"):
-        iter_webdataset_samples(urls, SPEC, 0)
+        iter_webdataset_samples(urls, SPEC, on_bad_sample="skip")
     classes = DatasetSpec(name="cls", kind="classification", role="evaluation", classnames=("a",),
                           source={"webdataset": {"urls": "x"}})
     with pytest.raises(ConfigError, match="classification"):
-        iter_webdataset_samples(urls, classes, IMAGE_SIZE)
+        iter_webdataset_samples(urls, classes)
 
 
 def truncate(path: str, keep: int) -> None:
@@ -257,13 +261,13 @@ def test_truncated_or_unreadable_shard_names_it(pool, where):
     else:
         Path(bad).write_bytes(b"not a tar at all " * 100)
     with pytest.raises(DataError, match=bad):
-        list(iter_webdataset_samples(urls, SPEC, IMAGE_SIZE))
+        list(iter_webdataset_samples(urls, SPEC))
 
 
 def test_empty_pool_is_an_error(tmp_path):
     url = write_shard(tmp_path / "empty.tar", [])
     with pytest.raises(DataError, match="no usable sample"):
-        list(iter_webdataset_samples([url], SPEC, IMAGE_SIZE))
+        list(iter_webdataset_samples([url], SPEC))
 
 
 def shard_with_bad_sample(tmp_path: Path, bad: dict[str, object]) -> str:
@@ -271,43 +275,50 @@ def shard_with_bad_sample(tmp_path: Path, bad: dict[str, object]) -> str:
     return write_shard(tmp_path / "bad.tar", [good[0], {"__key__": "bad_one", **bad}, good[1], good[2]])
 
 
+# name -> (the bad sample's members, what the error says, whether the importer or the shard writer finds it)
 BAD_SAMPLES = {
-    "corrupt image": ({"jpg": b"\xff\xd8\xff\xe0 definitely not a jpeg", "txt": b"caption"}, "does not decode"),
-    "cut-off image": ({"jpg": encoded_image((9, 9, 9), (30, 30), "JPEG")[:200], "txt": b"caption"}, "decode"),
-    "no caption": ({"jpg": encoded_image((9, 9, 9), (30, 30), "JPEG")}, "no caption"),
+    "corrupt image": ({"jpg": b"\xff\xd8\xff\xe0 definitely not a jpeg", "txt": b"caption"},
+                      "not a readable image", "writer"),
+    "cut-off image": ({"jpg": encoded_image((9, 9, 9), (30, 30), "JPEG")[:400], "txt": b"caption"},
+                      "not a readable image", "writer"),
+    "no caption": ({"jpg": encoded_image((9, 9, 9), (30, 30), "JPEG")}, "no caption", "importer"),
     "null json caption": ({"webp": encoded_image((9, 9, 9), (30, 30), "WEBP"),
-                           "json": json.dumps({"caption": None}).encode()}, "no caption"),
-    "no image": ({"txt": b"caption", "json": b"{}"}, "no image"),
+                           "json": json.dumps({"caption": None}).encode()}, "no caption", "importer"),
+    "no image": ({"txt": b"caption", "json": b"{}"}, "no image", "importer"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_SAMPLES))
 def test_bad_sample_is_an_error_naming_shard_and_key(tmp_path, case):
-    members, reason = BAD_SAMPLES[case]
+    members, reason, _ = BAD_SAMPLES[case]
     url = shard_with_bad_sample(tmp_path, members)
+    out = tmp_path / "out" / "cc3m_pool"
     with pytest.raises(DataError, match=reason) as err:
-        list(iter_webdataset_samples([url], SPEC, IMAGE_SIZE))
+        convert_webdataset_pool([url], SPEC, out, shard_size=10)
     assert url in str(err.value) and "bad_one" in str(err.value)
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("case", sorted(BAD_SAMPLES))
 def test_bad_sample_is_a_counted_skip(tmp_path, case):
-    members, reason = BAD_SAMPLES[case]
+    members, reason, found_by = BAD_SAMPLES[case]
     url = shard_with_bad_sample(tmp_path, members)
-    skipped = SkipLog()
-    got = list(iter_webdataset_samples([url], SPEC, IMAGE_SIZE, on_bad_sample="skip", skipped=skipped))
-    assert [s.captions[0] for s in got] == [f"a jpeg photo number {n}" for n in range(3)]
-    assert [s.index for s in got] == [0, 1, 2]  # indices stay contiguous over a skip
-    assert skipped.count == 1
+    out = tmp_path / "out" / "cc3m_pool"
+    skipped = convert_webdataset_pool([url], SPEC, out, shard_size=10, on_bad_sample="skip")
+    manifest = read_manifest(out)
+    assert manifest["caption"].to_list() == [f"a jpeg photo number {n}" for n in range(3)]
+    # Indices count the samples the importer yields: contiguous over a sample it leaves out, not over an image
+    # the writer finds undecodable (the writer never renumbers: a release's indices are its annotation ranks).
+    assert manifest["index"].to_list() == ([0, 1, 2] if found_by == "importer" else [0, 2, 3])
     [(member, why)] = skipped.items
-    assert member == f"{url}:bad_one" and reason in why
+    assert member == f"webdataset shard {url} sample 'bad_one'" and reason in why
 
 
 def test_only_bad_samples_is_an_error_even_when_skipping(tmp_path):
     url = write_shard(tmp_path / "p.tar", [{"__key__": "x", "txt": b"caption only"}])
     skipped = SkipLog()
     with pytest.raises(DataError, match="1 skipped"):
-        list(iter_webdataset_samples([url], SPEC, IMAGE_SIZE, on_bad_sample="skip", skipped=skipped))
+        list(iter_webdataset_samples([url], SPEC, on_bad_sample="skip", skipped=skipped))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -316,7 +327,7 @@ def test_only_bad_samples_is_an_error_even_when_skipping(tmp_path):
 
 def test_convert_round_trip(tmp_path, pool):
     out = tmp_path / "out" / "cc3m_pool"
-    skipped = convert_webdataset_pool(list(pool), SPEC, out, image_size=IMAGE_SIZE, shard_size=4)
+    skipped = convert_webdataset_pool(list(pool), SPEC, out, shard_size=4)
     assert skipped.count == 0
     manifest = read_manifest(out)
     expected = [sample for samples in pool.values() for sample in samples]
@@ -327,11 +338,14 @@ def test_convert_round_trip(tmp_path, pool):
     assert manifest["caption"].to_list() == [s.captions[0] for s in expected]
     assert [tuple(c) for c in manifest["captions"].to_list()] == [s.captions for s in expected]
     assert sorted(os.listdir(out)) == ["manifest.parquet"] + [f"train-{k:06d}.tar" for k in range(4)]
-    # The written shards hold the re-encoded images, in order.
+    # The written shards hold the images in order: JPEGs as they were, lossy WebPs re-encoded as JPEG.
     written = wds.WebDataset(sorted(str(p) for p in out.glob("train-*.tar")), shardshuffle=False)
-    colours = [pixel(sample["png"]) for sample in written]
-    for got, want in zip(colours, expected, strict=True):
-        assert_close(got, want.colour)
+    sources = [sample for url in pool for sample in wds.WebDataset(url, shardshuffle=False)]
+    for sample, source, want in zip(written, sources, expected, strict=True):
+        assert set(sample) - {"__key__", "__url__", "__local_path__"} == {"jpg", "txt", "json"}
+        if "jpg" in source:
+            assert sample["jpg"] == source["jpg"]
+        assert_close(pixel(sample["jpg"]), want.colour)
 
 
 def test_convert_failure_leaves_nothing(tmp_path, pool):
@@ -339,23 +353,15 @@ def test_convert_failure_leaves_nothing(tmp_path, pool):
     truncate(urls[-1], member_offsets(urls[-1])[2])
     out = tmp_path / "out" / "cc3m_pool"
     with pytest.raises(DataError, match=urls[-1]):
-        convert_webdataset_pool(urls, SPEC, out, image_size=IMAGE_SIZE, shard_size=4)
+        convert_webdataset_pool(urls, SPEC, out, shard_size=4)
     assert not out.exists()
     assert os.listdir(tmp_path / "out") == []  # no temporary directory left behind either
-
-
-def test_convert_skips_are_returned(tmp_path):
-    url = shard_with_bad_sample(tmp_path, BAD_SAMPLES["corrupt image"][0])
-    out = tmp_path / "pool"
-    skipped = convert_webdataset_pool([url], SPEC, out, image_size=IMAGE_SIZE, shard_size=10, on_bad_sample="skip")
-    assert skipped.count == 1 and skipped.items[0][0] == f"{url}:bad_one"
-    assert read_manifest(out).height == 3
 
 
 def test_convert_is_deterministic(tmp_path, pool):
     outs = [tmp_path / run / "cc3m_pool" for run in ("a", "b")]
     for out in outs:
-        convert_webdataset_pool(list(pool), SPEC, out, image_size=IMAGE_SIZE, shard_size=5)
+        convert_webdataset_pool(list(pool), SPEC, out, shard_size=5)
     names = sorted(os.listdir(outs[0]))
     assert names == sorted(os.listdir(outs[1]))
     for name in names:

@@ -20,7 +20,6 @@ from PIL import Image
 from fomoflux.data.download import download, verify_or_record
 from fomoflux.data.registry import DatasetSpec
 from fomoflux.data.release import SkipLog, convert_release_dataset, iter_release_samples
-from fomoflux.data.shards import fit_square
 from fomoflux.data.shards import read_manifest
 from fomoflux.errors import ConfigError, DataError, DownloadError
 
@@ -120,7 +119,8 @@ def test_generated_captions_classes_indices_and_images(tmp_path):
         "CLRS/CLRS/river/unlisted.jpg": _image("JPEG", (20, 20)),
     }
     archive, annotations = _release_tar(tmp_path, extra=extra)
-    samples = list(iter_release_samples(archive, _spec(), "train", SIZE))
+    images = _release()[0]
+    samples = list(iter_release_samples(archive, _spec(), "train"))
     train = annotations["train"]
     keys = sorted(train)
     assert len(samples) == len(train) == 7
@@ -137,9 +137,9 @@ def test_generated_captions_classes_indices_and_images(tmp_path):
             assert sample.captions == (f"primer {path}",)
         else:
             assert sample.captions == (f"a satellite photo of a {cls}.",)
-        image = Image.open(io.BytesIO(sample.image))
-        assert image.format == "PNG" and image.mode == "RGB" and image.size == (SIZE, SIZE)
-    test = list(iter_release_samples(archive, _spec(), "test", SIZE))
+        # The file's bytes as they are (the shard writer decides how to store them), and where they came from.
+        assert sample.image == images[path] and sample.origin == f"archive {archive}: member {path}"
+    test = list(iter_release_samples(archive, _spec(), "test"))
     assert sorted(s.index for s in test) == [0, 1, 2]
 
 
@@ -152,14 +152,14 @@ def test_native_captions_and_specs_without_classes(tmp_path):
     }
     archive = _tar(tmp_path / "CLRS.tar", {**images, f"{NAME}_test.json": _json(table)})
     spec = _spec(kind="retrieval", role="evaluation", classnames=(), caption_source="native", splits=("test",))
-    samples = sorted(iter_release_samples(archive, spec, "test", SIZE), key=lambda s: s.index)
+    samples = sorted(iter_release_samples(archive, spec, "test"), key=lambda s: s.index)
     assert [s.captions for s in samples] == [("first caption", "second"), ("only caption",),
                                             ("a satellite photo of a river.",)]
     # Without classes in the spec there is no class id, and the manifest's class_name stays null.
     assert {(s.class_id, s.class_name) for s in samples} == {(-1, None)}
     # With classes, a record without a classname still has none.
     with_classes = _spec(caption_source="native", splits=("test",))
-    samples = sorted(iter_release_samples(archive, with_classes, "test", SIZE), key=lambda s: s.index)
+    samples = sorted(iter_release_samples(archive, with_classes, "test"), key=lambda s: s.index)
     assert [(s.class_id, s.class_name) for s in samples] == [(-1, None), (-1, None), (1, "river")]
 
 
@@ -173,22 +173,22 @@ def test_annotations_folder_comes_first_and_nested_annotation_is_found(tmp_path)
     info = tmp_path / "00_info"
     info.mkdir()
     (info / f"{NAME}_train.json").write_bytes(_json(annotations["train"]))
-    train = list(iter_release_samples(archive, _spec(), "train", SIZE, annotations=info))
+    train = list(iter_release_samples(archive, _spec(), "train", annotations=info))
     assert len(train) == 7 and all(s.captions != ("decoy",) for s in train)
     # Without the folder the archive's top-level file wins over nothing else: the decoy, one sample.
-    assert [s.captions for s in iter_release_samples(archive, _spec(), "train", SIZE)] == [("decoy",)]
+    assert [s.captions for s in iter_release_samples(archive, _spec(), "train")] == [("decoy",)]
     # test is not in the folder: found at CLRS/CLRS_test.json inside the archive.
-    assert len(list(iter_release_samples(archive, _spec(), "test", SIZE, annotations=info))) == 3
+    assert len(list(iter_release_samples(archive, _spec(), "test", annotations=info))) == 3
 
 
 def test_extracted_folder_gives_the_same_samples(tmp_path):
     archive, _ = _release_tar(tmp_path)
-    from_tar = sorted(iter_release_samples(archive, _spec(), "train", SIZE), key=lambda s: s.index)
+    from_tar = sorted(iter_release_samples(archive, _spec(), "train"), key=lambda s: s.index)
     extracted = tmp_path / "shared"
     with tarfile.open(archive) as tar:
         tar.extractall(extracted, filter="data")
     for source in (extracted, extracted / NAME):  # the folder holding CLRS/, or CLRS/ itself
-        from_folder = list(iter_release_samples(source, _spec(), "train", SIZE))
+        from_folder = list(iter_release_samples(source, _spec(), "train"))
         assert [s.index for s in from_folder] == list(range(7))  # a folder is read in sorted order
         assert [(s.captions, s.class_id, s.image) for s in from_folder] == \
                [(s.captions, s.class_id, s.image) for s in from_tar]
@@ -196,16 +196,16 @@ def test_extracted_folder_gives_the_same_samples(tmp_path):
 
 @pytest.mark.parametrize("mode", ["w:gz", "w:xz"])
 def test_compressed_tar(tmp_path, mode):
-    plain = sorted(iter_release_samples(_release_tar(tmp_path)[0], _spec(), "train", SIZE), key=lambda s: s.index)
+    plain = sorted(iter_release_samples(_release_tar(tmp_path)[0], _spec(), "train"), key=lambda s: s.index)
     archive, _ = _release_tar(tmp_path, mode=mode, name=f"CLRS.tar.{mode[2:]}")
-    packed = sorted(iter_release_samples(archive, _spec(), "train", SIZE), key=lambda s: s.index)
+    packed = sorted(iter_release_samples(archive, _spec(), "train"), key=lambda s: s.index)
     assert [(s.index, s.captions, s.image) for s in packed] == [(s.index, s.captions, s.image) for s in plain]
 
 
 def test_convert_writes_every_split(tmp_path):
     archive, annotations = _release_tar(tmp_path)
     out = tmp_path / "data" / NAME
-    skipped = convert_release_dataset(archive, _spec(), out, image_size=SIZE, shard_size=4, annotations=None,
+    skipped = convert_release_dataset(archive, _spec(), out, shard_size=4, annotations=None,
                                       on_bad_sample="error")
     assert skipped.count == 0
     manifest = read_manifest(out).sort("split", "index")
@@ -214,14 +214,15 @@ def test_convert_writes_every_split(tmp_path):
     keys = sorted(annotations["train"])
     assert train["class_name"].to_list() == [k.split("/")[2] for k in keys]
     assert train["shard"].unique().sort().to_list() == ["CLRS/train-000000.tar", "CLRS/train-000001.tar"]
-
-
-def test_fit_square_sizes():
-    assert fit_square(_image("JPEG", (300, 200)), 64).size == (64, 64)
-    same = fit_square(_image("PNG", (8, 8)), 8)
-    assert same.size == (8, 8) and same.mode == "RGB"
-    with pytest.raises(DataError, match="not a readable image"):
-        fit_square(b"GIF89a broken", 8)
+    # Every image is within the size bound: stored as the release's own bytes, in its own format, found by offset.
+    images = _release()[0]
+    for row in train.iter_rows(named=True):
+        source = keys[row["index"]]
+        with open(out.parent / row["shard"], "rb") as shard:
+            shard.seek(row["image_offset"])
+            assert shard.read(row["image_length"]) == images[source]
+        assert row["image_format"] == source.rsplit(".", 1)[1]
+        assert (row["width"], row["height"]) == Image.open(io.BytesIO(images[source])).size
 
 
 # --- errors ---------------------------------------------------------------------------------------------------
@@ -233,7 +234,7 @@ def test_unknown_class_names_class_and_dataset(tmp_path):
     annotations["train"][path]["classname"] = "harbour"
     archive = _tar(tmp_path / "CLRS.tar", {**images, f"{NAME}_train.json": _json(annotations["train"])})
     with pytest.raises(DataError) as err:
-        iter_release_samples(archive, _spec(), "train", SIZE)  # raised at the call, before any image is read
+        iter_release_samples(archive, _spec(), "train")  # raised at the call, before any image is read
     assert "'harbour'" in str(err.value) and "'CLRS'" in str(err.value) and path in str(err.value)
 
 
@@ -247,7 +248,7 @@ def test_truncated_tar_names_the_archive(tmp_path):
         info.mkdir(exist_ok=True)
         (info / f"{NAME}_train.json").write_bytes(_json(_release()[1]["train"]))
         with pytest.raises(DataError, match=re.escape(f"archive {archive} is truncated or corrupt")):
-            list(iter_release_samples(archive, _spec(), "train", SIZE, annotations=info))
+            list(iter_release_samples(archive, _spec(), "train", annotations=info))
 
 
 def test_annotated_image_missing_from_archive(tmp_path):
@@ -256,28 +257,38 @@ def test_annotated_image_missing_from_archive(tmp_path):
     del images[gone]
     archive = _tar(tmp_path / "CLRS.tar", {**images, f"{NAME}_train.json": _json(annotations["train"])})
     with pytest.raises(DataError, match=re.escape(gone)) as err:
-        list(iter_release_samples(archive, _spec(), "train", SIZE))
+        list(iter_release_samples(archive, _spec(), "train"))
     assert str(archive) in str(err.value)
 
 
-def test_undecodable_image_errors_or_is_skipped_and_counted(tmp_path, caplog):
+DAMAGED = {
+    "not an image": b"\xff\xd8\xff\xe0 truncated jpeg",
+    "cut-off jpeg": _image("JPEG", (40, 30))[:700],  # the header is complete; the scan stops half-way
+    "cut-off png": _image("PNG", (30, 20))[:-30],
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGED))
+def test_undecodable_image_errors_or_is_skipped_and_counted(tmp_path, caplog, damage):
     images, annotations = _release()
     bad = sorted(annotations["train"])[1]
-    images[bad] = b"\xff\xd8\xff\xe0 truncated jpeg"
+    images[bad] = DAMAGED[damage]
     members = {**images, **{f"{NAME}_{s}.json": _json(t) for s, t in annotations.items()}}
     archive = _tar(tmp_path / "CLRS.tar", members)
+    out = tmp_path / "data" / NAME
     with pytest.raises(DataError) as err:
-        list(iter_release_samples(archive, _spec(), "train", SIZE))
+        convert_release_dataset(archive, _spec(), out, shard_size=100, annotations=None, on_bad_sample="error")
     assert str(archive) in str(err.value) and bad in str(err.value) and "not a readable image" in str(err.value)
+    assert not out.exists()
 
     with pytest.raises(ConfigError, match="on_bad_sample"):
-        iter_release_samples(archive, _spec(), "train", SIZE, on_bad_sample="ignore")
+        convert_release_dataset(archive, _spec(), out, shard_size=100, annotations=None, on_bad_sample="ignore")
 
-    out = tmp_path / "data" / NAME
     with caplog.at_level(logging.WARNING, logger="fomoflux.data"):
-        skipped = convert_release_dataset(archive, _spec(), out, image_size=SIZE, shard_size=100,
-                                          annotations=None, on_bad_sample="skip")
-    assert isinstance(skipped, SkipLog) and skipped.count == 1 and skipped.items[0][0] == bad
+        skipped = convert_release_dataset(archive, _spec(), out, shard_size=100, annotations=None,
+                                          on_bad_sample="skip", workers=2)
+    assert isinstance(skipped, SkipLog) and skipped.count == 1
+    assert skipped.items[0][0] == f"archive {archive}: member {bad}"
     assert any(bad in record.getMessage() for record in caplog.records if record.levelno == logging.WARNING)
     manifest = read_manifest(out)
     train = manifest.filter(pl.col("split") == "train")
@@ -291,12 +302,12 @@ def test_missing_annotation_names_where_it_looked(tmp_path):
     info = tmp_path / "00_info"
     info.mkdir()
     with pytest.raises(DataError) as err:
-        iter_release_samples(archive, _spec(), "train", SIZE, annotations=info)
+        iter_release_samples(archive, _spec(), "train", annotations=info)
     message = str(err.value)
     assert str(info / "CLRS_train.json") in message
     assert f"{archive}:CLRS_train.json" in message and f"{archive}:CLRS/CLRS_train.json" in message
     with pytest.raises(DataError, match="does not exist"):
-        iter_release_samples(tmp_path / "nothere.tar", _spec(), "train", SIZE)
+        iter_release_samples(tmp_path / "nothere.tar", _spec(), "train")
 
 
 # --- checksum records -----------------------------------------------------------------------------------------
@@ -346,7 +357,7 @@ def test_download_record_and_convert(data_server, tmp_path):
     assert verify_or_record(dest, record) == digest  # second time: verified
 
     out = tmp_path / "data" / NAME
-    skipped = convert_release_dataset(dest, _spec(), out, image_size=SIZE, shard_size=5, annotations=None,
+    skipped = convert_release_dataset(dest, _spec(), out, shard_size=5, annotations=None,
                                       on_bad_sample="error")
     assert skipped.count == 0
     manifest = read_manifest(out)

@@ -1,4 +1,5 @@
-"""Shards, manifest, loader and catalog: write -> read back (webdataset, load_samples) -> select."""
+"""Shards, manifest, loader and catalog: write -> read back (webdataset, byte offsets, load_samples) -> select;
+how images are stored; parallel writing."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from fomoflux.data.catalog import build_catalog, select_rows
 from fomoflux.data.loading import load_samples
@@ -23,8 +25,10 @@ from fomoflux.data.shards import (
     MANIFEST_NAME,
     MANIFEST_SCHEMA,
     RawSample,
+    SkipLog,
     build_dataset,
     read_manifest,
+    store_image,
     write_dataset,
 )
 from fomoflux.errors import ConfigError, DataError
@@ -174,7 +178,8 @@ def test_select_thousands_of_entries_quickly(tmp_path):
         "dataset": ["big"] * 2 * n, "split": ["train"] * 2 * n, "index": list(range(2 * n)),
         "key": [f"big/train/{i:08d}" for i in range(2 * n)], "shard": ["big/train-000000.tar"] * 2 * n,
         "class_id": [i % n for i in range(2 * n)], "class_name": [f"c{i % n}" for i in range(2 * n)],
-        "caption": ["x"] * 2 * n, "captions": [["x"]] * 2 * n,
+        "caption": ["x"] * 2 * n, "captions": [["x"]] * 2 * n, "image_format": ["png"] * 2 * n,
+        **{name: [0] * 2 * n for name in MANIFEST_SCHEMA.names[10:]},
     }, schema=MANIFEST_SCHEMA)
     pq.write_table(manifest, tmp_path / "m.parquet")
     build_catalog([tmp_path / "m.parquet"], tmp_path / "c.duckdb")
@@ -187,12 +192,13 @@ def test_select_thousands_of_entries_quickly(tmp_path):
 
 
 def _rewrite_member(src: Path, dst: Path, member: str, payload: bytes) -> None:
+    """Copy the shard with ``member``'s data replaced by ``payload``, cut or zero-padded to the same length (so
+    the manifest's offsets of every other member stay right)."""
     with tarfile.open(src) as tin, tarfile.open(dst, "w", format=tarfile.USTAR_FORMAT) as tout:
         for info in tin:
             data = tin.extractfile(info).read()
             if info.name == member:
-                data = payload
-                info.size = len(data)
+                data = payload[: len(data)].ljust(len(data), b"\0")
             tout.addfile(info, io.BytesIO(data))
 
 
@@ -205,7 +211,8 @@ def test_corrupt_png_names_shard_and_key(data_root, tmp_path):
     _rewrite_member(data_root / shard, root / shard, f"{victim}.png", b"\x89PNG\r\n\x1a\ngarbage" * 20)
     with pytest.raises(DataError) as err:
         load_samples(root, rows, SIZE)
-    assert str(root / shard) in str(err.value) and victim in str(err.value)
+    # The loader names a sample dataset/split/index.
+    assert str(root / shard) in str(err.value) and f"digits/train/{rows['index'][5]}" in str(err.value)
     # Samples of the same shard that are intact still load.
     assert len(load_samples(root, rows.filter(pl.col("key") != victim), SIZE)) == rows.height - 1
 
@@ -246,7 +253,7 @@ def test_writing_is_atomic_and_refuses_to_overwrite(tmp_path):
 
 def test_write_dataset_rejects_bad_samples(tmp_path):
     bad = RawSample(index=0, image=b"not a png", captions=("x",))
-    with pytest.raises(DataError, match="PNG"):
+    with pytest.raises(DataError, match="split 'train': sample 0: not a readable image"):
         write_dataset({"train": [bad]}, dataset="d", out_dir=tmp_path / "d")
     sample = next(iter(generate_split(REGISTRY["counting"], "train", 0, SIZE, 0.01)))
     with pytest.raises(DataError, match="duplicate"):
@@ -254,3 +261,145 @@ def test_write_dataset_rejects_bad_samples(tmp_path):
     with pytest.raises(ConfigError, match="split"):
         write_dataset({"tr/ain": [sample]}, dataset="d", out_dir=tmp_path / "d")
     assert not (tmp_path / "d").exists()
+
+
+# --- stored images, byte offsets, parallel writing ---------------------------------------------------------------
+
+
+def _photo(width: int, height: int, fmt: str = "JPEG", seed: int = 0, mode: str = "RGB", **save) -> bytes:
+    """Encoded bytes of a smooth gradient with noise (decodes like a photo)."""
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 1, width)[None, :, None]
+    y = np.linspace(0, 1, height)[:, None, None]
+    pixels = rng.uniform(0, 255, (1, 1, 3)) + rng.uniform(-100, 100, (1, 1, 3)) * x + 80 * y
+    pixels = np.clip(pixels + rng.normal(0, 8, (height, width, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buf, format=fmt, **save)
+    return buf.getvalue()
+
+
+BOUND = 64  # max_image_side of these tests
+MIXED = {  # name -> (source bytes, stored format, stored size)
+    "jpeg": (_photo(60, 40, seed=1), "jpg", (60, 40)),
+    "grey jpeg": (_photo(30, 50, mode="L", seed=2), "jpg", (30, 50)),
+    "progressive jpeg with restarts": (_photo(64, 70, seed=3, progressive=True, restart_marker_blocks=2), "jpg",
+                                       (64, 70)),
+    "png with alpha": (_photo(50, 30, "PNG", mode="RGBA", seed=4), "png", (50, 30)),
+    "wide jpeg": (_photo(300, 100, seed=5), "jpg", (192, 64)),  # shorter side to the bound, aspect kept
+    "tall png": (_photo(80, 160, "PNG", seed=6), "jpg", (64, 128)),
+    "bmp": (_photo(20, 24, "BMP", seed=7), "png", (20, 24)),
+    "lossy webp": (_photo(40, 30, "WEBP", seed=8, quality=80), "jpg", (40, 30)),
+    "lossless webp": (_photo(40, 30, "WEBP", seed=9, lossless=True), "png", (40, 30)),
+}
+
+
+def _mixed_samples() -> list[RawSample]:
+    return [RawSample(index=i, image=data, captions=(f"a {name}", f"picture {i}"), origin=f"file {name}")
+            for i, (name, (data, _, _)) in enumerate(MIXED.items())]
+
+
+def test_store_image_keeps_jpeg_and_png_bytes_and_bounds_the_rest():
+    for name, (data, stored_format, size) in MIXED.items():
+        stored = store_image(data, BOUND)
+        assert (stored.format, (stored.width, stored.height)) == (stored_format, size), name
+        with Image.open(io.BytesIO(stored.data)) as image:
+            assert image.format == {"jpg": "JPEG", "png": "PNG"}[stored_format] and image.size == size, name
+        if name in ("jpeg", "grey jpeg", "progressive jpeg with restarts", "png with alpha"):
+            assert stored.data == data, f"{name}: within the bound, the source bytes are kept"
+    # Resized: the picture is the source's, scaled (the resize is bicubic, the encoding JPEG at quality 95).
+    wide = store_image(MIXED["wide jpeg"][0], BOUND)
+    want = Image.open(io.BytesIO(MIXED["wide jpeg"][0])).convert("RGB").resize((192, 64), Image.Resampling.BICUBIC)
+    got = Image.open(io.BytesIO(wide.data)).convert("RGB")
+    assert np.abs(np.asarray(got, float) - np.asarray(want, float)).mean() < 4
+    # Generated images (PIL) become PNG, losslessly.
+    drawn = Image.fromarray(np.arange(48 * 40 * 3, dtype=np.uint8).reshape(40, 48, 3))
+    stored = store_image(drawn, BOUND)
+    assert stored.format == "png" and np.array_equal(np.asarray(Image.open(io.BytesIO(stored.data))), np.asarray(drawn))
+
+
+def test_a_jpeg_cut_anywhere_is_not_readable_and_trailing_bytes_are_fine():
+    data = MIXED["progressive jpeg with restarts"][0]
+    for cut in range(2, len(data), max(1, len(data) // 97)):
+        with pytest.raises(DataError, match="not a readable image"):
+            store_image(data[:cut])
+    with pytest.raises(DataError, match="not a readable image"):
+        store_image(data[:-1])  # only the end-of-image marker's last byte missing
+    assert store_image(data + b"camera trailer").data == data + b"camera trailer"
+
+
+def _write_mixed(out: Path, workers: int, shard_size: int = 4) -> Path:
+    return write_dataset({"train": _mixed_samples(), "test": _mixed_samples()[:3]}, dataset="mixed", out_dir=out,
+                         shard_size=shard_size, max_image_side=BOUND, workers=workers)
+
+
+def test_offsets_give_exactly_every_members_bytes(tmp_path):
+    out = _write_mixed(tmp_path / "mixed", workers=2)
+    manifest = read_manifest(out)
+    assert manifest.height == len(MIXED) + 3
+    members_seen = 0
+    for shard in manifest["shard"].unique().to_list():
+        with tarfile.open(tmp_path / shard) as tar:
+            members = {info.name: tar.extractfile(info).read() for info in tar}
+            assert all(info.isfile() and info.mtime == 0 for info in tar.getmembers())
+        rows = manifest.filter(pl.col("shard") == shard).iter_rows(named=True)
+        with open(tmp_path / shard, "rb") as handle:
+            for row in rows:
+                for member, ext in (("image", row["image_format"]), ("txt", "txt"), ("json", "json")):
+                    handle.seek(row[f"{member}_offset"])
+                    assert handle.read(row[f"{member}_length"]) == members[f"{row['key']}.{ext}"]
+                    members_seen += 1
+        assert len(members) == 3 * manifest.filter(pl.col("shard") == shard).height
+    assert members_seen == 3 * manifest.height
+    by_index = manifest.filter(pl.col("split") == "train").sort("index")
+    assert by_index["image_format"].to_list() == [fmt for _, fmt, _ in MIXED.values()]
+    assert list(zip(by_index["width"], by_index["height"])) == [size for _, _, size in MIXED.values()]
+
+
+def test_shards_read_with_plain_webdataset_and_open_clip_keys(tmp_path):
+    import webdataset as wds
+
+    out = _write_mixed(tmp_path / "mixed", workers=1)
+    manifest = read_manifest(out).filter(pl.col("split") == "train").sort("index")
+    urls = sorted(str(p) for p in out.glob("train-*.tar"))
+    decoded = list(wds.WebDataset(urls, shardshuffle=False).decode("pil"))
+    assert [s["__key__"] for s in decoded] == manifest["key"].to_list()
+    for sample, row in zip(decoded, manifest.iter_rows(named=True)):
+        image = sample[row["image_format"]]
+        stored = store_image(MIXED[row["caption"][2:]][0], BOUND)
+        # webdataset's "pil" decoding converts to RGB.
+        assert np.array_equal(np.asarray(image), np.asarray(Image.open(io.BytesIO(stored.data)).convert("RGB")))
+        assert sample["txt"] == row["caption"] and sample["json"]["captions"] == row["captions"]
+    # open_clip's training loader reads ("jpg;png", "txt") tuples.
+    pairs = list(wds.WebDataset(urls, shardshuffle=False).decode("pilrgb").to_tuple("jpg;png", "txt"))
+    assert len(pairs) == len(MIXED) and all(image.mode == "RGB" for image, _ in pairs)
+
+
+def test_same_bytes_whatever_the_number_of_workers(tmp_path):
+    written = {}
+    for workers in (1, 3):
+        streamed = _write_mixed(tmp_path / f"w{workers}" / "mixed", workers=workers, shard_size=2)
+        drawn = build_dataset(REGISTRY["glyphs"], tmp_path / f"w{workers}" / "glyphs", seed=3, image_size=SIZE,
+                              scale=0.05, shard_size=16, workers=workers)
+        written[workers] = {p.relative_to(tmp_path / f"w{workers}"): p.read_bytes()
+                            for folder in (streamed, drawn) for p in sorted(folder.iterdir())}
+    assert len([name for name in written[1] if name.suffix == ".tar"]) > 6
+    assert written[1] == written[3]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_truncated_jpeg_is_an_error_naming_it_or_a_counted_skip(tmp_path, workers):
+    samples = _mixed_samples()
+    samples[5].image = MIXED["jpeg"][0][:-100]
+    samples[5].origin = "archive /data/x.tar: member x/cut.jpg"
+    with pytest.raises(DataError) as err:
+        write_dataset({"train": samples}, dataset="mixed", out_dir=tmp_path / "m", shard_size=2, workers=workers)
+    assert "archive /data/x.tar: member x/cut.jpg" in str(err.value) and "cut off" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+    skipped = SkipLog()
+    write_dataset({"train": samples}, dataset="mixed", out_dir=tmp_path / "m", shard_size=2, workers=workers,
+                  on_bad_sample="skip", skipped=skipped)
+    assert [origin for origin, _ in skipped.items] == ["archive /data/x.tar: member x/cut.jpg"]
+    assert 5 not in read_manifest(tmp_path / "m")["index"].to_list()
+    assert read_manifest(tmp_path / "m").height == len(MIXED) - 1
+    with pytest.raises(DataError, match="all 1 samples were skipped"):
+        write_dataset({"train": [samples[5]]}, dataset="mixed", out_dir=tmp_path / "n", on_bad_sample="skip")

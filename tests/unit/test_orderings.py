@@ -186,6 +186,8 @@ def _write_manifest(path, captions_per_sample: list[list[str] | None]) -> None:
             "class_name": [None] * n,
             "caption": [c[0] if c else None for c in captions_per_sample],
             "captions": captions_per_sample,
+            "image_format": ["png"] * n,
+            **{name: [0] * n for name in MANIFEST_SCHEMA.names[10:]},  # image size and member offsets
         },
         schema=MANIFEST_SCHEMA,
     )

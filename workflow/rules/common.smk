@@ -139,10 +139,13 @@ def dataset_params(wildcards):
     spec = PLAN.registry[wildcards.dataset]
     # A dataset's year and its unstreamed classes shape streams, not shards: left out, so setting them keeps shards.
     params = {"spec": repr(dataclasses.replace(spec, year=None, unstreamed=())), "version": versions.DATA}
+    # Not shard_threads: the shards are the same bytes whatever the number of workers. Not image_size for imports:
+    # they keep the source's pixels (bounded by max_image_side), so a new model resolution reuses them.
     if spec.obtained_by == "generate":
-        params.update({k: PLAN.benchmark[k] for k in ("seed", "scale", "image_size", "shard_size")})
+        keys = ("seed", "scale", "image_size", "shard_size", "max_image_side")
     else:
-        params.update({k: PLAN.benchmark[k] for k in ("image_size", "shard_size", "on_bad_sample")})
+        keys = ("shard_size", "on_bad_sample", "max_image_side")
+    params.update({k: PLAN.benchmark[k] for k in keys})
     return params
 
 

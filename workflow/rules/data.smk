@@ -24,6 +24,7 @@ rule shard_dataset:
         directory(DATASET_DIR),
     params:
         dataset=dataset_params,
+    threads: PLAN.benchmark["shard_threads"]
     log:
         f"{LOGS}/shard_dataset/{{dataset}}.log",
     benchmark:

@@ -1,8 +1,9 @@
 """Importing a downloaded ImageFolder archive (.tar, .tar.gz / .tgz, .zip) as RawSamples.
 
 Layout: ``[<root>/]<split>/<classname>/<image file>`` with at most one optional top-level folder. Class folders
-must match the spec's class names exactly; class ids follow the spec's class order. Samples come in sorted member
-order, so the same archive always gives the same indices.
+must match the spec's class names exactly; class ids follow the spec's class order. A sample's index is the rank of
+its member name in sorted order, so the same archive always gives the same indices; samples come in archive order
+(one sequential pass, see ``_iter_payloads``), each image as the member's bytes (the shard writer checks them).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from fomoflux.data.registry import DatasetSpec
-from fomoflux.data.shards import RawSample, encode_png, fit_square
+from fomoflux.data.shards import RawSample
 from fomoflux.errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -74,12 +75,11 @@ def _split_members(archive: Path, names: list[str], split: str) -> dict[str, tup
     }
 
 
-def import_imagefolder(archive: Path, spec: DatasetSpec, split: str, image_size: int) -> Iterator[RawSample]:
-    """The ``split`` images of an ImageFolder archive as RawSamples (RGB, shorter side resized to ``image_size`` and
-    centre-cropped square, PNG-encoded).
+def import_imagefolder(archive: Path, spec: DatasetSpec, split: str) -> Iterator[RawSample]:
+    """The ``split`` images of an ImageFolder archive as RawSamples, in archive order, indexed by sorted rank.
 
-    A class folder the spec does not list, a spec class without a folder, or an image that does not decode is a
-    DataError naming it (and the archive and member).
+    A class folder the spec does not list or a spec class without a folder is a DataError naming it (and the
+    archive), raised when iteration starts.
     """
     archive = Path(archive)
     if not archive.is_file():
@@ -98,26 +98,12 @@ def import_imagefolder(archive: Path, spec: DatasetSpec, split: str, image_size:
                         f"split {split!r}")
 
     class_ids = {cls: i for i, cls in enumerate(spec.classnames)}
-    order = sorted(members)
-    rank = {name: i for i, name in enumerate(order)}
-    # Decode in archive order (one pass), keep only the small re-encoded PNGs, then hand them out in sorted order.
-    encoded: list[bytes | None] = [None] * len(order)
+    rank = {name: i for i, name in enumerate(sorted(members))}
+    unread = set(members)
     for name, payload in _iter_payloads(archive, set(members)):
-        try:
-            rgb = fit_square(payload, image_size)
-        except DataError as exc:
-            raise DataError(f"archive {archive}: member {name}: {exc}") from exc
-        encoded[rank[name]] = encode_png(rgb)
-
-    for i, name in enumerate(order):
-        data = encoded[i]
-        if data is None:
-            raise DataError(f"archive {archive}: member {name} was listed but could not be read")
+        unread.discard(name)
         cls = members[name][0]
-        yield RawSample(
-            index=i,
-            image=data,
-            captions=(spec.class_prompt(cls), cls),
-            class_id=class_ids[cls],
-            class_name=cls,
-        )
+        yield RawSample(index=rank[name], image=payload, captions=(spec.class_prompt(cls), cls),
+                        class_id=class_ids[cls], class_name=cls, origin=f"archive {archive}: member {name}")
+    if unread:
+        raise DataError(f"archive {archive}: member(s) {sorted(unread)[:5]} were listed but could not be read")

@@ -26,7 +26,7 @@ from PIL import Image
 
 from fomoflux.data import render
 from fomoflux.data.registry import DatasetSpec
-from fomoflux.data.shards import RawSample
+from fomoflux.data.shards import DrawnSplit, RawSample
 from fomoflux.errors import ConfigError, DataError
 
 MIN_IMAGE_SIZE = 16  # below this the drawings (and 8x8 digits upscaled) stop being legible
@@ -198,9 +198,11 @@ class Procedural:
     draw: Draw
     captions: Caption
 
-    def samples(self, spec: DatasetSpec, split: str, seed: int, size: int, count: int) -> Iterator[RawSample]:
+    def samples(self, spec: DatasetSpec, split: str, seed: int, size: int, start: int,
+                stop: int) -> Iterator[RawSample]:
+        """The samples at indices ``start`` to ``stop`` (exclusive)."""
         names = spec.classnames if self.classes else ()
-        for i in range(count):
+        for i in range(start, stop):
             rng = sample_rng(seed, spec.name, split, i)
             # Classes cycle in spec order: every class gets count // K or one more sample.
             cls = names[i % len(names)] if names else None
@@ -250,20 +252,28 @@ def digits_split_indices(seed: int, split: str, dataset: str = "digits") -> dict
     return out
 
 
-def _digits_samples(spec: DatasetSpec, split: str, seed: int, size: int, count: int) -> Iterator[RawSample]:
-    images, target = _digits_data()
+def _digits_chosen(spec: DatasetSpec, split: str, seed: int, count: int) -> list[int]:
+    """The indices into sklearn's digits that sample 0, 1, ... of ``split`` show (about ``count`` of them)."""
     if split not in ("train", "test"):
         raise DataError(f"dataset {spec.name!r}: the digits generator has splits 'train' and 'test', not {split!r}")
     by_digit = digits_split_indices(seed, split, spec.name)
     available = sum(len(v) for v in by_digit.values())
-    wanted = {DIGIT_NAMES.index(cls): cid for cid, cls in enumerate(spec.classnames)}
     chosen: list[int] = []
-    for digit in wanted:
-        pool = by_digit[digit]
+    for cls in spec.classnames:
+        pool = by_digit[DIGIT_NAMES.index(cls)]
         # A stratified prefix: each class keeps its share of ``count``, never fewer than two samples.
         take = min(len(pool), max(2, int(round(len(pool) * count / available))))
         chosen.extend(pool[:take].tolist())
-    for i, src in enumerate(sorted(chosen)):
+    return sorted(chosen)
+
+
+def _digits_samples(spec: DatasetSpec, split: str, seed: int, size: int, count: int, start: int,
+                    stop: int) -> Iterator[RawSample]:
+    images, target = _digits_data()
+    wanted = {DIGIT_NAMES.index(cls): cid for cid, cls in enumerate(spec.classnames)}
+    chosen = _digits_chosen(spec, split, seed, count)
+    for i in range(start, stop):
+        src = chosen[i]
         digit = int(target[src])
         cls = DIGIT_NAMES[digit]
         gray = Image.fromarray(np.clip(images[src] * (255.0 / 16.0), 0, 255).astype(np.uint8), "L")
@@ -342,9 +352,9 @@ def split_count(spec: DatasetSpec, split: str, scale: float = 1.0) -> int:
     return max(floor, int(math.ceil(n * scale)))
 
 
-def generate_split(spec: DatasetSpec, split: str, seed: int, image_size: int,
-                   scale: float = 1.0) -> Iterator[RawSample]:
-    """The samples of one generated split, in index order, drawn at ``image_size`` px.
+def generate_split(spec: DatasetSpec, split: str, seed: int, image_size: int, scale: float = 1.0) -> DrawnSplit:
+    """The samples of one generated split, drawn at ``image_size`` px: iterating gives them in index order, and
+    ``draw(start, stop)`` any range of them, so the shard writer's workers draw the shards they write.
 
     Validation happens before the first sample is drawn, so a bad spec fails when called, not when iterated.
     """
@@ -365,5 +375,12 @@ def generate_split(spec: DatasetSpec, split: str, seed: int, image_size: int,
         raise ConfigError(f"dataset {spec.name!r}: generator {generator!r} draws classes, the spec lists none")
     count = split_count(spec, split, scale)
     if generator == "digits":
-        return _digits_samples(spec, split, seed, image_size, count)
-    return PROCEDURAL[generator].samples(spec, split, seed, image_size, count)
+        n = len(_digits_chosen(spec, split, seed, count))
+        return DrawnSplit(n, functools.partial(_digits_samples, spec, split, seed, image_size, count))
+    return DrawnSplit(count, functools.partial(_draw_procedural, generator, spec, split, seed, image_size))
+
+
+def _draw_procedural(generator: str, spec: DatasetSpec, split: str, seed: int, size: int, start: int,
+                     stop: int) -> Iterator[RawSample]:
+    # Looked up by name in the drawing process: caption functions are closures, which do not pickle.
+    return PROCEDURAL[generator].samples(spec, split, seed, size, start, stop)

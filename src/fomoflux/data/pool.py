@@ -2,9 +2,9 @@
 
 The paper's replay pool is a LAION-400M / DataComp / CC3M / CC12M subset as img2dataset writes it: tar shards whose
 samples are ``<key>.jpg`` (or jpeg / png / webp) plus ``<key>.txt`` and/or ``<key>.json`` with a ``"caption"``.
-The pool is imported once, re-encoded at the model's image size, so that every stage reads one format
-(``fomoflux.data.shards``). Shards are read in the order given and never shuffled, so one set of shards always
-gives the same samples with the same indices; the pool's size is whatever the shards hold.
+The pool is imported once into our shard format (``fomoflux.data.shards``; the images' bytes are kept, or bounded in
+size), so that every stage reads one format. Shards are read in the order given and never shuffled, so one set of
+shards always gives the same samples with the same indices; the pool's size is whatever the shards hold.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from urllib.parse import urlparse
 from braceexpand import UnbalancedBracesError, braceexpand
 
 from fomoflux.data.registry import DatasetSpec
-from fomoflux.data.release import BAD_SAMPLE_POLICIES, SkipLog
-from fomoflux.data.shards import RawSample, encode_png, fit_square, write_dataset
+from fomoflux.data.shards import BAD_SAMPLE_POLICIES, MAX_IMAGE_SIDE, RawSample, SkipLog, write_dataset
 from fomoflux.errors import ConfigError, DataError
 
 # "scheme://..." (http, https, file, s3, ...) or webdataset's "pipe:<command>"; anything else is a local path.
@@ -37,7 +36,7 @@ _MAX_LISTED = 5  # missing shards named in one error message
 
 
 class SkipRecorder(Protocol):
-    """What ``iter_webdataset_samples`` needs of its ``skipped`` argument (``release.SkipLog`` is one)."""
+    """What ``iter_webdataset_samples`` needs of its ``skipped`` argument (``shards.SkipLog`` is one)."""
 
     @property
     def count(self) -> int: ...
@@ -180,23 +179,18 @@ def _captions(sample: dict[str, Any]) -> tuple[str, ...]:
     raise _BadSample("no caption (no non-empty txt member and no json 'caption' / 'captions')")
 
 
-def _image_png(sample: dict[str, Any], image_size: int) -> bytes:
-    """The sample's image as an RGB PNG of ``image_size`` squared. Raises _BadSample if it has none or it is bad."""
+def _image_bytes(sample: dict[str, Any]) -> bytes:
+    """The bytes of the sample's image member (the shard writer checks them). Raises _BadSample if it has none."""
     ext = next((ext for ext in IMAGE_EXTENSIONS if ext in sample), None)
     if ext is None:
         members = sorted(name for name in sample if not name.startswith("__"))
         raise _BadSample(f"no image member ({'/'.join(IMAGE_EXTENSIONS)}); it has {members}")
-    try:
-        rgb = fit_square(sample[ext], image_size)
-    except DataError as exc:
-        raise _BadSample(f"{ext} image does not decode ({exc})") from None
-    return encode_png(rgb)
+    return sample[ext]
 
 
-def _to_raw_sample(sample: dict[str, Any], index: int, image_size: int) -> RawSample:
+def _to_raw_sample(sample: dict[str, Any], index: int, origin: str) -> RawSample:
     """A webdataset sample dict as a RawSample (no class). Raises _BadSample."""
-    captions = _captions(sample)  # checked first: cheaper than decoding the image
-    return RawSample(index=index, image=_image_png(sample, image_size), captions=captions)
+    return RawSample(index=index, image=_image_bytes(sample), captions=_captions(sample), origin=origin)
 
 
 def _shard_error_handler(url: str):
@@ -266,13 +260,11 @@ def _read_shard(url: str) -> Iterator[dict[str, Any]]:
     yield from dataset
 
 
-def _check_import_args(spec: DatasetSpec, image_size: int, on_bad_sample: str, skipped: object) -> None:
+def _check_import_args(spec: DatasetSpec, on_bad_sample: str, skipped: object) -> None:
     """Raises ConfigError for arguments an import cannot run with (before any shard is opened)."""
     if spec.kind == "classification":
         raise ConfigError(f"dataset {spec.name!r}: a webdataset pool has captions only, not classes; its kind "
                           f"must be 'pretraining' or 'retrieval', got 'classification'")
-    if not isinstance(image_size, int) or image_size < 1:
-        raise ConfigError(f"dataset {spec.name!r}: image_size must be a positive int, got {image_size!r}")
     if on_bad_sample not in BAD_SAMPLE_POLICIES:
         raise ConfigError(f"dataset {spec.name!r}: on_bad_sample must be one of {BAD_SAMPLE_POLICIES}, "
                           f"got {on_bad_sample!r}")
@@ -280,20 +272,20 @@ def _check_import_args(spec: DatasetSpec, image_size: int, on_bad_sample: str, s
         raise ConfigError(f"dataset {spec.name!r}: on_bad_sample='skip' needs a `skipped` log to count skips in")
 
 
-def _samples(urls: list[str], spec: DatasetSpec, image_size: int, on_bad_sample: str,
+def _samples(urls: list[str], spec: DatasetSpec, on_bad_sample: str,
              skipped: SkipRecorder | None) -> Iterator[RawSample]:
     """The generator behind iter_webdataset_samples (arguments already checked)."""
     index = 0
     for url in urls:
         for sample in _read_shard(url):
-            key = sample["__key__"]
+            origin = f"webdataset shard {url} sample {sample['__key__']!r}"
             try:
-                raw = _to_raw_sample(sample, index, image_size)
+                raw = _to_raw_sample(sample, index, origin)
             except _BadSample as bad:
                 if on_bad_sample == "error":
-                    raise DataError(f"dataset {spec.name!r}: webdataset shard {url} sample {key!r}: {bad}") from bad
+                    raise DataError(f"dataset {spec.name!r}: {origin}: {bad}") from bad
                 assert skipped is not None
-                skipped.add(f"{url}:{key}", str(bad))
+                skipped.add(origin, str(bad))
                 continue
             yield raw
             index += 1
@@ -303,34 +295,38 @@ def _samples(urls: list[str], spec: DatasetSpec, image_size: int, on_bad_sample:
                         f"usable sample{left_out}")
 
 
-def iter_webdataset_samples(urls: Sequence[str], spec: DatasetSpec, image_size: int, *, on_bad_sample: str = "error",
+def iter_webdataset_samples(urls: Sequence[str], spec: DatasetSpec, *, on_bad_sample: str = "error",
                             skipped: SkipRecorder | None = None) -> Iterator[RawSample]:
     """The samples of webdataset shards ``urls`` (as ``expand_shards`` returns them), in shard and tar order.
 
-    Each sample's image is the first of its jpg / jpeg / png / webp members, RGB, resized and centre-cropped to
-    ``image_size`` squared and PNG-encoded; its captions are its txt member, else its json "caption" (or
-    "captions" list). Indices count the samples yielded over all shards (0, 1, ...); class_id is -1.
+    Each sample's image is the bytes of the first of its jpg / jpeg / png / webp members, as they are (the shard
+    writer checks and stores them); its captions are its txt member, else its json "caption" (or "captions" list).
+    Indices count the samples yielded over all shards (0, 1, ...); class_id is -1; ``origin`` is
+    ``webdataset shard <url> sample '<key>'``.
 
     The arguments are checked at once (ConfigError); the shards are read lazily. A sample without image or caption
-    or with an image that does not decode is a DataError naming shard and key when ``on_bad_sample`` is "error";
-    with "skip" it is left out and recorded as ``skipped.add("<url>:<key>", reason)``. A shard that cannot be read
-    (missing, truncated, not a tar) and a pool without any usable sample are always a DataError.
+    is a DataError naming shard and key when ``on_bad_sample`` is "error"; with "skip" it is left out and recorded
+    as ``skipped.add(origin, reason)``. A shard that cannot be read (missing, truncated, not a tar) and a pool
+    without any usable sample are always a DataError. (An image that does not decode is found by the writer, with
+    the same policy; its index is then absent from the manifest.)
     """
     shard_urls = [urls] if isinstance(urls, str) else list(urls)
     if not shard_urls:
         raise ConfigError(f"dataset {spec.name!r}: no webdataset shards given")
-    _check_import_args(spec, image_size, on_bad_sample, skipped)
-    return _samples(shard_urls, spec, image_size, on_bad_sample, skipped)
+    _check_import_args(spec, on_bad_sample, skipped)
+    return _samples(shard_urls, spec, on_bad_sample, skipped)
 
 
-def convert_webdataset_pool(urls: Sequence[str], spec: DatasetSpec, out_dir: Path, *, image_size: int,
-                            shard_size: int, on_bad_sample: str = "error", overwrite: bool = False) -> SkipLog:
+def convert_webdataset_pool(urls: Sequence[str], spec: DatasetSpec, out_dir: Path, *, shard_size: int,
+                            on_bad_sample: str = "error", overwrite: bool = False,
+                            max_image_side: int = MAX_IMAGE_SIDE, workers: int = 1) -> SkipLog:
     """Import the webdataset shards ``urls`` as split "train" of dataset ``spec.name`` in ``out_dir`` (our shards
-    plus manifest, see ``write_dataset``); returns the log of skipped samples (empty unless ``on_bad_sample`` is
-    "skip"). Raises as ``iter_webdataset_samples`` and ``write_dataset`` do; on error nothing appears in
-    ``out_dir``."""
+    plus manifest, see ``write_dataset``, which also says what ``max_image_side`` and ``workers`` do); returns the
+    log of skipped samples (empty unless ``on_bad_sample`` is "skip"). Raises as ``iter_webdataset_samples`` and
+    ``write_dataset`` do; on error nothing appears in ``out_dir``."""
     skipped = SkipLog()
-    samples = iter_webdataset_samples(urls, spec, image_size, on_bad_sample=on_bad_sample, skipped=skipped)
+    samples = iter_webdataset_samples(urls, spec, on_bad_sample=on_bad_sample, skipped=skipped)
     write_dataset({POOL_SPLIT: samples}, dataset=spec.name, out_dir=Path(out_dir), shard_size=shard_size,
-                  overwrite=overwrite)
+                  overwrite=overwrite, workers=workers, max_image_side=max_image_side, on_bad_sample=on_bad_sample,
+                  skipped=skipped)
     return skipped

@@ -25,8 +25,9 @@ Conversion
 ----------
 The index of a sample is the rank of its image path among the split's annotation keys, sorted, so the same release
 always gives the same indices. Images are read in one sequential pass, in archive order (a folder: sorted path
-order), so a compressed tar is never decompressed twice for the images and no more than one image is held at a
-time; the shard writer and manifest do not need index order. Captions (the first one is the evaluation caption):
+order), so a compressed tar is never decompressed twice for the images; the shard writer and manifest do not
+need index order. Each image's bytes go to the shard writer as they are (``fomoflux.data.shards.store_image``
+checks them and keeps them, or bounds their size). Captions (the first one is the evaluation caption):
 
 - ``caption_source == "native"``: the record's ``default_caption`` (one or several);
 - ``caption_source == "generated"``: ``synthetic_merged_caption`` and ``primer_caption``, those that exist;
@@ -37,40 +38,23 @@ either falling back to the spec's class prompt of the record's class when the re
 from __future__ import annotations
 
 import json
-import logging
 import lzma
 import tarfile
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 
 from fomoflux.data.registry import DatasetSpec
-from fomoflux.data.shards import RawSample, encode_png, fit_square, write_dataset
-from fomoflux.errors import ConfigError, DataError
+from fomoflux.data.shards import BAD_SAMPLE_POLICIES, MAX_IMAGE_SIDE, RawSample, SkipLog, write_dataset
+from fomoflux.errors import DataError
 
-LOG = logging.getLogger("fomoflux.data")
-BAD_SAMPLE_POLICIES = ("error", "skip")
+__all__ = ["BAD_SAMPLE_POLICIES", "SkipLog", "convert_release_dataset", "iter_release_samples"]  # the first two
+# are fomoflux.data.shards', re-exported for the callers that import them from here.
 # Everything a damaged (cut, corrupt) tar or compressed stream raises while it is read sequentially.
 _ARCHIVE_READ_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
-
-
-@dataclass
-class SkipLog:
-    """The samples left out (``on_bad_sample="skip"``): each as ``(member, reason)``, and each logged as a warning."""
-
-    items: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def count(self) -> int:
-        return len(self.items)
-
-    def add(self, member: str, reason: str) -> None:
-        """Remember one skipped sample and log it at WARNING on the ``fomoflux.data`` logger."""
-        self.items.append((member, reason))
-        LOG.warning("skipped %s: %s", member, reason)
 
 
 @dataclass(frozen=True)
@@ -262,8 +246,8 @@ def _folder_payloads(root: Path, wanted: Mapping[str, _Annotated]) -> Iterator[t
             yield path, file.read_bytes()
 
 
-def _samples(source: Path, spec: DatasetSpec, name: str, split: str, image_size: int,
-             wanted: dict[str, _Annotated], on_bad_sample: str, skipped: SkipLog) -> Iterator[RawSample]:
+def _samples(source: Path, spec: DatasetSpec, name: str, split: str,
+             wanted: dict[str, _Annotated]) -> Iterator[RawSample]:
     """The generator behind iter_release_samples (arguments already checked, annotations loaded)."""
     if source.is_dir():
         root = _folder_root(source, name, next(iter(wanted)))
@@ -275,16 +259,9 @@ def _samples(source: Path, spec: DatasetSpec, name: str, split: str, image_size:
     found: set[str] = set()
     for path, payload in payloads:
         found.add(path)
-        try:
-            image = fit_square(payload, image_size)
-        except DataError as exc:
-            if on_bad_sample == "error":
-                raise DataError(f"{kind} {source}: member {path}: {exc}") from exc
-            skipped.add(path, f"{kind} {source}, dataset {spec.name!r} split {split!r}: {exc}")
-            continue
         note = wanted[path]
-        yield RawSample(index=note.index, image=encode_png(image), captions=note.captions,
-                        class_id=note.class_id, class_name=note.class_name)
+        yield RawSample(index=note.index, image=payload, captions=note.captions, class_id=note.class_id,
+                        class_name=note.class_name, origin=f"{kind} {source}: member {path}")
     missing = sorted(set(wanted) - found)
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -292,42 +269,35 @@ def _samples(source: Path, spec: DatasetSpec, name: str, split: str, image_size:
                         f"not in it (truncated archive, or annotation of another version?): {shown}")
 
 
-def iter_release_samples(source: Path, spec: DatasetSpec, split: str, image_size: int, *,
-                         annotations: Path | None = None, on_bad_sample: str = "error",
-                         skipped: SkipLog | None = None, release_name: str | None = None) -> Iterator[RawSample]:
-    """The ``split`` of a release dataset as RawSamples in archive order (RGB, ``image_size`` square, PNG bytes).
+def iter_release_samples(source: Path, spec: DatasetSpec, split: str, *, annotations: Path | None = None,
+                         release_name: str | None = None) -> Iterator[RawSample]:
+    """The ``split`` of a release dataset as RawSamples in archive order, each image the file's bytes as they are
+    (the shard writer checks and stores them, see ``fomoflux.data.shards.store_image``).
 
     ``source`` is the dataset's tar (any compression ``tarfile`` reads) or the folder it was extracted into (or the
-    ``<NAME>`` folder in there); ``release_name`` is ``<NAME>`` (default: ``spec.name``). An image that does not
-    decode is a DataError with ``on_bad_sample="error"``, and is left out and recorded in ``skipped`` (a warning is
-    logged) with ``"skip"``. Raises ConfigError for a bad argument; DataError (naming the archive and member) for a
-    missing annotation, a class the spec does not list, a damaged archive or an annotated image that is absent.
-    Arguments and annotations are checked at the call, images while iterating.
+    ``<NAME>`` folder in there); ``release_name`` is ``<NAME>`` (default: ``spec.name``). Raises DataError (naming
+    the archive and member) for a missing annotation, a class the spec does not list, a damaged archive or an
+    annotated image that is absent. Arguments and annotations are checked at the call, the archive while iterating.
     """
     source = Path(source)
-    if on_bad_sample not in BAD_SAMPLE_POLICIES:
-        raise ConfigError(f"on_bad_sample must be one of {BAD_SAMPLE_POLICIES}, got {on_bad_sample!r}")
-    if image_size < 1:
-        raise ConfigError(f"image_size must be at least 1, got {image_size}")
     if not source.exists():
         raise DataError(f"dataset {spec.name!r}: source {source} does not exist")
     name = release_name or spec.name
     wanted = _load_annotations(source, spec, name, split, annotations)
-    return _samples(source, spec, name, split, image_size, wanted, on_bad_sample,
-                    skipped if skipped is not None else SkipLog())
+    return _samples(source, spec, name, split, wanted)
 
 
-def convert_release_dataset(source: Path, spec: DatasetSpec, out_dir: Path, *, image_size: int, shard_size: int,
+def convert_release_dataset(source: Path, spec: DatasetSpec, out_dir: Path, *, shard_size: int,
                             annotations: Path | None, on_bad_sample: str, overwrite: bool = False,
-                            release_name: str | None = None) -> SkipLog:
+                            release_name: str | None = None, max_image_side: int = MAX_IMAGE_SIDE,
+                            workers: int = 1) -> SkipLog:
     """Write every split of ``spec`` from a release archive or folder to ``out_dir`` (shards + manifest, see
-    ``write_dataset``); returns the samples skipped across all splits. Errors as for ``iter_release_samples``;
-    on any error nothing appears under ``out_dir``."""
+    ``write_dataset``, which also says what ``on_bad_sample``, ``max_image_side`` and ``workers`` do); returns the
+    samples skipped across all splits. Errors as for ``iter_release_samples`` and ``write_dataset``; on any error
+    nothing appears under ``out_dir``."""
     skipped = SkipLog()
-    splits = {
-        split: iter_release_samples(source, spec, split, image_size, annotations=annotations,
-                                    on_bad_sample=on_bad_sample, skipped=skipped, release_name=release_name)
-        for split in spec.splits
-    }
-    write_dataset(splits, dataset=spec.name, out_dir=Path(out_dir), shard_size=shard_size, overwrite=overwrite)
+    splits = {split: iter_release_samples(source, spec, split, annotations=annotations, release_name=release_name)
+              for split in spec.splits}
+    write_dataset(splits, dataset=spec.name, out_dir=Path(out_dir), shard_size=shard_size, overwrite=overwrite,
+                  workers=workers, max_image_side=max_image_side, on_bad_sample=on_bad_sample, skipped=skipped)
     return skipped

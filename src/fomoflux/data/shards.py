@@ -4,10 +4,25 @@ Layout of one dataset directory (``<data_root>/<dataset>/``)::
 
     train-000000.tar  train-000001.tar  ...  test-000000.tar  manifest.parquet
 
-Each sample is three tar members sharing a key: ``<key>.png`` (the image), ``<key>.txt`` (the first caption) and
-``<key>.json`` (dataset, split, index, class_id, class_name, captions), so the shards are plain webdataset and read
-with ``wds.WebDataset(url).decode("pil")``. The manifest has one row per sample (see ``MANIFEST_SCHEMA``); the
-catalog and the loader work from it and never need to list a tar.
+Each sample is three plain ustar members sharing a key, in this order: ``<key>.jpg`` or ``<key>.png`` (the image,
+in the format it is stored in), ``<key>.txt`` (the first caption) and ``<key>.json`` (dataset, split, index, class_id,
+class_name, captions). So the shards are plain webdataset: ``wds.WebDataset(url).decode("pil")`` and open_clip's
+loader (``jpg;png`` + ``txt``) read them. The manifest has one row per sample (``MANIFEST_SCHEMA``) with the stored
+image's format and size and the byte offset and length of every member's data in its shard file: a reader seeks
+straight to a member, and the catalog and the loader never list a tar.
+
+Stored images (``store_image``) keep the source's encoded bytes where they can: a JPEG or PNG whose shorter side is
+at most ``max_image_side`` is stored as it is (checked to be complete, never decoded in full). Larger images are
+decoded, their shorter side resized to the bound (bicubic, aspect kept) and stored as JPEG; other formats are
+re-encoded, as JPEG when the source is lossy (lossy WebP), else as PNG (BMP, GIF, TIFF, lossless WebP, and the mini
+benchmark's generated images). Nothing is cropped: the loader resizes and crops at read time.
+
+Writing runs in ``workers`` processes: the main process reads the samples in order (an importer streams them from
+its archive in one pass) and hands shard-sized chunks to the workers, which check, encode and write whole shard
+files and return their manifest rows; a split whose samples a worker can draw itself (``DrawnSplit``, the mini
+benchmark) is handed out as index ranges instead. At most ``workers + 1`` chunks are in flight, so memory is bounded
+by a few shards of source bytes, and results are put together in shard order: the same samples give byte-identical
+shards and manifest whatever the number of workers (tar headers carry mtime 0 and no user names).
 
 The directory appears atomically: everything is written into a temporary sibling and renamed onto the final path
 at the end, so a killed or failing job never leaves a directory that looks complete.
@@ -15,20 +30,28 @@ at the end, so a killed or failing job never leaves a directory that looks compl
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import json
+import logging
+import multiprocessing
 import os
 import re
 import shutil
 import sys
+import tarfile
 import tempfile
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import TYPE_CHECKING, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 
 from fomoflux.errors import ConfigError, DataError
@@ -38,6 +61,7 @@ if TYPE_CHECKING:
 
     from fomoflux.data.registry import DatasetSpec
 
+LOG = logging.getLogger("fomoflux.data")
 MANIFEST_NAME = "manifest.parquet"
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -50,21 +74,85 @@ MANIFEST_SCHEMA = pa.schema(
         ("class_name", pa.string()),  # null for samples without a class
         ("caption", pa.string()),  # the first (evaluation) caption
         ("captions", pa.list_(pa.string())),
+        ("image_format", pa.string()),  # the image member's extension: "jpg" or "png"
+        ("width", pa.int32()),  # the stored image's size, in pixels
+        ("height", pa.int32()),
+        # Where each member's data lies in the shard file: seek(offset), read(length) gives exactly its bytes.
+        ("image_offset", pa.int64()),
+        ("image_length", pa.int64()),
+        ("txt_offset", pa.int64()),
+        ("txt_length", pa.int64()),
+        ("json_offset", pa.int64()),
+        ("json_length", pa.int64()),
     ]
 )
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Shorter-side bound of stored images: twice the 224 px the paper's models take, so the training-time
+# RandomResizedCrop (scale down to 0.08-0.9 of the area) still crops from real pixels rather than upsampling, and
+# most web and release images (typically 300-500 px) pass through unchanged; a 4k photo shrinks ~30x in bytes.
+MAX_IMAGE_SIDE = 512
+# JPEG quality of re-encoded (resized or lossy-source) images. On sklearn's two sample photos at 512 px, 95 gives
+# a PSNR of 38-40 dB (90: 35-39), far below what the resize to the model's 224 px discards, at half the bytes of
+# quality 100 and a quarter of a PNG's; the few images it applies to are not worth a visible loss to save more.
+JPEG_QUALITY = 95
+BAD_SAMPLE_POLICIES = ("error", "skip")
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 @dataclass
 class RawSample:
-    """One sample before it is written: ``image`` is a PIL image or already-encoded PNG bytes."""
+    """One sample before it is written.
+
+    ``image``: a PIL image (generated data) or the source file's encoded bytes, stored as ``store_image`` says.
+    ``origin``: where the sample came from (e.g. ``archive X: member Y``), for error messages and the skip log.
+    """
 
     index: int
     image: Image.Image | bytes
     captions: tuple[str, ...]
     class_id: int = -1
     class_name: str | None = None
+    origin: str = ""
+
+
+@dataclass(frozen=True)
+class DrawnSplit:
+    """A split that any process can draw a part of: ``count`` samples, those at positions ``[start, stop)`` being
+    ``draw(start, stop)``. ``draw`` must be picklable (a module-level function or a ``functools.partial`` of one) and
+    a pure function of its arguments, so that a worker process draws exactly the shard it writes."""
+
+    count: int
+    draw: Callable[[int, int], Iterable[RawSample]]
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[RawSample]:
+        return iter(self.draw(0, self.count))
+
+
+@dataclass
+class SkipLog:
+    """The samples left out (``on_bad_sample="skip"``): each as ``(origin, reason)``, and each logged as a warning."""
+
+    items: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.items)
+
+    def add(self, origin: str, reason: str) -> None:
+        """Remember one skipped sample and log it at WARNING on the ``fomoflux.data`` logger."""
+        self.items.append((origin, reason))
+        LOG.warning("skipped %s: %s", origin, reason)
+
+
+class StoredImage(NamedTuple):
+    """An image as a shard stores it: member extension (``jpg`` / ``png``), encoded bytes, size in pixels."""
+
+    format: str
+    data: bytes
+    width: int
+    height: int
 
 
 def tar_key(dataset: str, split: str, index: int) -> str:
@@ -77,37 +165,105 @@ def shard_name(split: str, k: int) -> str:
     return f"{split}-{k:06d}.tar"
 
 
-def encode_png(image: Image.Image | bytes) -> bytes:
-    """PNG bytes of an RGB image; bytes are passed through after a signature check."""
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        data = bytes(image)
-        if not data.startswith(PNG_SIGNATURE):
-            raise DataError("RawSample.image bytes are not a PNG (bad signature)")
-        return data
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
+# --- stored images ----------------------------------------------------------------------------------------------
 
 
-def fit_square(payload: bytes, size: int) -> Image.Image:
-    """Decode image bytes to RGB, resized so the shorter side is ``size`` and centre-cropped square (BICUBIC).
+def store_image(image: Image.Image | bytes, max_side: int = MAX_IMAGE_SIDE) -> StoredImage:
+    """How a shard stores ``image`` (a PIL image or a source file's bytes); see the module docstring.
 
-    Returns the image unchanged (but RGB) when it already is ``size`` x ``size``. Raises DataError, without a
-    file name (the caller knows it), when the bytes are not a readable image.
+    Raises DataError, without a file name (the caller knows it), when the bytes are not a complete, readable image.
     """
+    if isinstance(image, Image.Image):
+        return _encode(image, "jpg" if min(image.size) > max_side else "png", max_side)
+    data = bytes(image)
     try:
-        image = Image.open(io.BytesIO(payload))
-        image.load()  # decode now: a truncated file fails here, not later inside the resize
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        source = Image.open(io.BytesIO(data))
+        if min(source.size) > max_side:
+            return _encode(source, "jpg", max_side)
+        if source.format in ("JPEG", "MPO"):  # MPO: a camera's multi-picture JPEG; decoders read its first image
+            check_jpeg_complete(data)
+            return StoredImage("jpg", data, *source.size)
+        if source.format == "PNG":
+            source.verify()  # every chunk's CRC up to IEND: a cut or damaged file fails, no pixel is inflated
+            return StoredImage("png", data, *source.size)
+        lossy = source.format == "WEBP" and not _lossless_webp(data)
+        return _encode(source, "jpg" if lossy else "png", max_side)
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for a bad image
         raise DataError(f"not a readable image ({exc.__class__.__name__}: {exc})") from exc
-    if rgb.size == (size, size):
-        return rgb
-    # Shorter side to size, then a centre crop: what open_clip's eval transform does, so storing images at the
-    # model's resolution keeps its own resize + crop an identity.
-    return ImageOps.fit(rgb, (size, size), Image.Resampling.BICUBIC)
+
+
+def _encode(image: Image.Image, image_format: str, max_side: int) -> StoredImage:
+    """``image`` decoded (RGB or L), its shorter side resized to ``max_side`` if longer, encoded as ``image_format``."""
+    width, height = image.size
+    shorter = min(width, height)
+    size = (round(width * max_side / shorter), round(height * max_side / shorter)) if shorter > max_side else None
+    if size is not None:
+        # A JPEG decodes at the largest DCT scale (1/2, 1/4, 1/8) that still covers ``size``: 2-8x less work.
+        image.draft(image.mode, size)
+    if image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")  # what every reader converts to anyway (alpha dropped, palettes expanded)
+    if size is not None and image.size != size:
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    if image_format == "jpg":
+        image.save(buf, format="JPEG", quality=JPEG_QUALITY)
+    else:
+        image.save(buf, format="PNG")
+    return StoredImage(image_format, buf.getvalue(), *image.size)
+
+
+# A marker: 0xFF, optional 0xFF fill bytes, then a code other than 0x00 (0xFF00 is a stuffed 0xFF data byte).
+_JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff])")
+# The end of a scan's entropy-coded data: the first marker that is not a restart marker RST0-7 (0xD0-0xD7).
+# Spelled with a literal first byte, which lets the regex engine skip to each 0xFF (10x faster than "\xff+").
+_JPEG_SCAN_END = re.compile(rb"\xff\xff*[^\x00\xd0-\xd7\xff]")
+
+
+def check_jpeg_complete(data: bytes) -> None:
+    """Raises ValueError unless the JPEG's segments chain from SOI to an EOI marker.
+
+    The walk follows each segment's length and each scan's entropy-coded data to the marker after it, so it reads
+    all the data: a file cut off anywhere (an interrupted download or copy) has no EOI where the chain ends, a
+    damaged length breaks the chain. With ``Image.open``'s header parse it costs ~40 us for a 300 px photo, a tenth
+    of libjpeg's 1/8-scale decode (PIL's ``draft``, ~380 us: it still Huffman-decodes every coefficient), which
+    would catch little more, as libjpeg only warns about corrupt entropy-coded data (benchmarks/bench_sharding.py).
+    """
+    pos, end = 2, len(data)  # after SOI
+    while True:
+        marker = _JPEG_MARKER.match(data, pos)
+        if marker is None:
+            raise ValueError("JPEG is cut off (no end-of-image marker)" if pos >= end
+                             else f"JPEG has no marker where one must be (byte {pos})")
+        code, pos = marker.group(1)[0], marker.end()
+        if code == 0xD9:  # EOI; anything after it (camera trailers) is ignored by every decoder
+            return
+        if 0xD0 <= code <= 0xD7 or code == 0x01:  # RSTn, TEM: markers without a length
+            continue
+        length = int.from_bytes(data[pos:pos + 2], "big")
+        if pos + 2 > end or pos + length > end:
+            raise ValueError("JPEG is cut off (a segment runs past the end of the file)")
+        if length < 2:
+            raise ValueError(f"JPEG has a segment of impossible length {length} (byte {pos})")
+        pos += length
+        if code == 0xDA:  # SOS: the scan's entropy-coded data follows the header
+            scan_end = _JPEG_SCAN_END.search(data, pos)
+            if scan_end is None:
+                raise ValueError("JPEG is cut off (in the middle of a scan)")
+            pos = scan_end.start()
+
+
+def _lossless_webp(data: bytes) -> bool:
+    """Whether a WebP file's image is a lossless (VP8L) bitstream rather than a lossy (VP8) one."""
+    pos = 12  # after "RIFF", the file size and "WEBP": a list of chunks (fourcc, little-endian size, data)
+    while pos + 8 <= len(data):
+        fourcc, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if fourcc in (b"VP8 ", b"VP8L"):
+            return fourcc == b"VP8L"
+        pos += 8 + size + (size & 1)
+    return False
+
+
+# --- writing shards ---------------------------------------------------------------------------------------------
 
 
 class _ManifestRows:
@@ -120,8 +276,33 @@ class _ManifestRows:
         for name, values in self.columns.items():
             values.append(row[name])
 
+    def extend(self, columns: Mapping[str, list]) -> None:
+        for name, values in self.columns.items():
+            values.extend(columns[name])
+
     def table(self) -> pa.Table:
         return pa.table(self.columns, schema=MANIFEST_SCHEMA)
+
+
+@dataclass
+class _ShardJob:
+    """One shard to write: its samples (a list, or positions ``start:stop`` of a DrawnSplit) and where to."""
+
+    path: Path  # the shard file, in the temporary folder
+    shard: str  # its name in the manifest (relative to the data root)
+    dataset: str
+    split: str
+    samples: list[RawSample] | DrawnSplit
+    start: int
+    stop: int
+    max_image_side: int
+    on_bad_sample: str
+
+
+class _ShardResult(NamedTuple):
+    split: str
+    columns: dict[str, list]  # the manifest rows of the shard's samples, in order
+    skipped: list[tuple[str, str]]  # (origin, reason) of each sample left out
 
 
 def _check_sample(sample: RawSample, where: str) -> None:
@@ -134,59 +315,89 @@ def _check_sample(sample: RawSample, where: str) -> None:
                         f"{sample.class_name!r} (both or neither)")
 
 
-def _write_split(samples: Iterable[RawSample], *, dataset: str, split: str, tmp_dir: Path, rel_dir: str,
-                 shard_size: int, rows: _ManifestRows) -> None:
-    import webdataset as wds
-
-    handle = writer = None
-    shard = ""
-    seen: set[int] = set()
-    total = len(samples) if hasattr(samples, "__len__") else None  # type: ignore[arg-type]
-    bar = tqdm(samples, desc=f"{dataset}/{split}", unit="img", total=total, file=sys.stderr, mininterval=1.0)
-    try:
-        for n, sample in enumerate(bar):
-            where = f"dataset {dataset!r} split {split!r}"
-            _check_sample(sample, where)
-            if sample.index in seen:
-                raise DataError(f"{where}: duplicate sample index {sample.index}")
-            seen.add(sample.index)
-            if n % shard_size == 0:
-                _close_shard(writer, handle)
-                shard = shard_name(split, n // shard_size)
-                handle = open(tmp_dir / shard, "wb")
-                # mtime=0: identical samples give byte-identical shards (reproducible, diffable outputs).
-                writer = wds.TarWriter(handle, encoder=False, mtime=0)
-            key = tar_key(dataset, split, sample.index)
-            meta = {
-                "dataset": dataset,
-                "split": split,
-                "index": sample.index,
-                "class_id": sample.class_id,
-                "class_name": sample.class_name,
-                "captions": list(sample.captions),
-            }
-            assert writer is not None
-            writer.write({
-                "__key__": key,
-                "png": encode_png(sample.image),
-                "txt": sample.captions[0].encode("utf-8"),
-                "json": json.dumps(meta, sort_keys=True).encode("utf-8"),
-            })
-            rows.add(dataset=dataset, split=split, index=sample.index, key=key, shard=f"{rel_dir}/{shard}",
-                     class_id=sample.class_id, class_name=sample.class_name, caption=sample.captions[0],
-                     captions=list(sample.captions))
-    finally:
-        bar.close()
-        _close_shard(writer, handle)
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> tuple[int, int]:
+    """Append a regular file (mtime 0, uid/gid 0, no user names: the same bytes on any machine); returns the
+    offset of its data in the shard file and its length. The data ends the member, padded to a whole block."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+    padded = -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    return tar.offset - padded, len(data)
 
 
-def _close_shard(writer, handle) -> None:
-    if writer is not None:
-        writer.close()
-    if handle is not None and not handle.closed:
+def _write_shard(job: _ShardJob) -> _ShardResult:
+    """Write one shard file (run in a worker process, or in the main one); returns its manifest rows and skips."""
+    samples = job.samples.draw(job.start, job.stop) if isinstance(job.samples, DrawnSplit) else job.samples
+    where = f"dataset {job.dataset!r} split {job.split!r}"
+    rows, skipped = _ManifestRows(), []
+    with open(job.path, "wb") as handle:
+        with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for sample in samples:
+                _check_sample(sample, where)
+                origin = sample.origin or f"sample {sample.index}"
+                try:
+                    image = store_image(sample.image, job.max_image_side)
+                except DataError as exc:
+                    if job.on_bad_sample == "error":
+                        raise DataError(f"{where}: {origin}: {exc}") from None
+                    skipped.append((origin, f"{where}: {exc}"))
+                    continue
+                key = tar_key(job.dataset, job.split, sample.index)
+                meta = {"dataset": job.dataset, "split": job.split, "index": sample.index,
+                        "class_id": sample.class_id, "class_name": sample.class_name,
+                        "captions": list(sample.captions)}
+                image_span = _add_member(tar, f"{key}.{image.format}", image.data)
+                txt_span = _add_member(tar, f"{key}.txt", sample.captions[0].encode("utf-8"))
+                json_span = _add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode("utf-8"))
+                rows.add(dataset=job.dataset, split=job.split, index=sample.index, key=key, shard=job.shard,
+                         class_id=sample.class_id, class_name=sample.class_name, caption=sample.captions[0],
+                         captions=list(sample.captions), image_format=image.format, width=image.width,
+                         height=image.height, image_offset=image_span[0], image_length=image_span[1],
+                         txt_offset=txt_span[0], txt_length=txt_span[1], json_offset=json_span[0],
+                         json_length=json_span[1])
         handle.flush()
         os.fsync(handle.fileno())
-        handle.close()
+    return _ShardResult(job.split, rows.columns, skipped)
+
+
+def _shard_jobs(samples_by_split: Mapping[str, Iterable[RawSample]], *, dataset: str, tmp_dir: Path, rel_dir: str,
+                shard_size: int, max_image_side: int, on_bad_sample: str) -> Iterator[_ShardJob]:
+    """The shards of every split, in order; a streamed split is read here, one shard's samples at a time."""
+    for split, samples in samples_by_split.items():
+        if isinstance(samples, DrawnSplit):
+            parts = ((samples, start, min(start + shard_size, samples.count))
+                     for start in range(0, samples.count, shard_size))
+        else:
+            iterator = iter(samples)
+            chunks = iter(lambda: list(itertools.islice(iterator, shard_size)), [])
+            parts = ((chunk, 0, len(chunk)) for chunk in chunks)
+        for k, (part, start, stop) in enumerate(parts):
+            name = shard_name(split, k)
+            yield _ShardJob(tmp_dir / name, f"{rel_dir}/{name}", dataset, split, part, start, stop, max_image_side,
+                            on_bad_sample)
+
+
+def _in_order(function: Callable, jobs: Iterable, workers: int) -> Iterator:
+    """``map(function, jobs)`` over ``workers`` processes, results in job order, with at most ``workers + 1`` jobs
+    submitted and not yet collected: memory stays bounded by those, however many jobs there are. Closing the
+    iterator (or an error) cancels what has not started and waits for what has, so no worker writes afterwards."""
+    if workers <= 1:
+        yield from map(function, jobs)
+        return
+    # fork, not spawn / forkserver: those re-import the __main__ module in every worker, and under Snakemake's
+    # script: directive that module is the job script itself.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        pending: deque = deque()
+        try:
+            for job in jobs:
+                if len(pending) > workers:
+                    yield pending.popleft().result()
+                pending.append(pool.submit(function, job))
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _install(tmp: Path, out_dir: Path, overwrite: bool) -> None:
@@ -202,27 +413,66 @@ def _install(tmp: Path, out_dir: Path, overwrite: bool) -> None:
         os.replace(tmp, out_dir)
 
 
+def _sample_count(samples_by_split: Mapping[str, Iterable[RawSample]]) -> int | None:
+    """How many samples there are, when every split knows (for the progress bar)."""
+    if all(hasattr(samples, "__len__") for samples in samples_by_split.values()):
+        return sum(len(samples) for samples in samples_by_split.values())  # type: ignore[arg-type]
+    return None
+
+
 def write_dataset(samples_by_split: Mapping[str, Iterable[RawSample]], *, dataset: str, out_dir: Path,
-                  shard_size: int = 2000, overwrite: bool = False) -> Path:
-    """Write every split to ``out_dir`` as tar shards of ``shard_size`` samples plus ``manifest.parquet``; returns
-    ``out_dir``. Samples are consumed lazily (a generator is fine); if one raises, nothing appears under ``out_dir``.
+                  shard_size: int = 2000, overwrite: bool = False, workers: int = 1,
+                  max_image_side: int = MAX_IMAGE_SIDE, on_bad_sample: str = "error",
+                  skipped: SkipLog | None = None) -> Path:
+    """Write every split to ``out_dir`` as tar shards of at most ``shard_size`` samples plus ``manifest.parquet``;
+    returns ``out_dir``. Samples are consumed lazily (a generator is fine) or drawn by the workers (a DrawnSplit).
+
+    ``workers`` processes write the shards (see the module docstring); images are stored as ``store_image`` says,
+    with ``max_image_side``. An image that is not complete and readable is a DataError naming the dataset, split and
+    the sample's origin with ``on_bad_sample="error"``; with ``"skip"`` it is left out and recorded in ``skipped``
+    (and logged). If anything raises, nothing appears under ``out_dir``.
     """
     out_dir = Path(out_dir)
     if shard_size < 1:
         raise ConfigError(f"shard_size must be at least 1, got {shard_size}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive int, got {workers!r}")
+    if not isinstance(max_image_side, int) or max_image_side < 1:
+        raise ConfigError(f"max_image_side must be a positive int, got {max_image_side!r}")
+    if on_bad_sample not in BAD_SAMPLE_POLICIES:
+        raise ConfigError(f"on_bad_sample must be one of {BAD_SAMPLE_POLICIES}, got {on_bad_sample!r}")
     for split in samples_by_split:
         if not _SPLIT_NAME.match(split):
             raise ConfigError(f"dataset {dataset!r}: split name {split!r} must be letters, digits and '_' only")
     # Fail before the (possibly long) generation rather than after it.
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise DataError(f"{out_dir} exists and is not empty (pass overwrite=True to replace it)")
+    skipped = skipped if skipped is not None else SkipLog()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
+        jobs = _shard_jobs(samples_by_split, dataset=dataset, tmp_dir=tmp, rel_dir=out_dir.name,
+                           shard_size=shard_size, max_image_side=max_image_side, on_bad_sample=on_bad_sample)
         rows = _ManifestRows()
-        for split, samples in samples_by_split.items():
-            _write_split(samples, dataset=dataset, split=split, tmp_dir=tmp, rel_dir=out_dir.name,
-                         shard_size=shard_size, rows=rows)
+        seen: dict[str, set[int]] = {split: set() for split in samples_by_split}
+        bar = tqdm(desc=dataset, unit="img", total=_sample_count(samples_by_split), file=sys.stderr,
+                   mininterval=1.0)
+        left_out = dict.fromkeys(samples_by_split, 0)
+        with contextlib.closing(_in_order(_write_shard, jobs, workers)) as results, bar:
+            for result in results:
+                for index in result.columns["index"]:
+                    if index in seen[result.split]:
+                        raise DataError(f"dataset {dataset!r} split {result.split!r}: duplicate sample index {index}")
+                    seen[result.split].add(index)
+                for origin, reason in result.skipped:
+                    skipped.add(origin, reason)
+                left_out[result.split] += len(result.skipped)
+                rows.extend(result.columns)
+                bar.update(len(result.columns["index"]) + len(result.skipped))
+        for split, count in left_out.items():
+            if count and not seen[split]:
+                raise DataError(f"dataset {dataset!r} split {split!r}: all {count} samples were skipped (none has a "
+                                f"readable image)")
         with open(tmp / MANIFEST_NAME, "wb") as handle:
             pq.write_table(rows.table(), handle)
             handle.flush()
@@ -249,29 +499,31 @@ def read_manifest(dataset_dir: Path) -> "pl.DataFrame":
 
 def build_dataset(spec: "DatasetSpec", out_dir: Path, *, seed: int, image_size: int, scale: float = 1.0,
                   archive: Path | None = None, shard_size: int = 2000, overwrite: bool = False,
-                  on_bad_sample: str = "error", skipped=None) -> Path:
+                  on_bad_sample: str = "error", skipped: SkipLog | None = None,
+                  max_image_side: int = MAX_IMAGE_SIDE, workers: int = 1) -> Path:
     """Materialise one registry dataset as shards, by its source:
 
-    - ``generate``: drawn by the mini benchmark (``seed``, ``scale``);
+    - ``generate``: drawn by the mini benchmark at ``image_size`` px (``seed``, ``scale``), by the workers;
     - ``download``: imported from its already-downloaded ``archive``; ``local``: from its folder or archive in place.
       Format ``imagefolder`` (``<split>/<class>/<image>``) or ``fomo_in_flux`` (the release's layout and annotations);
-    - ``webdataset``: existing webdataset shards (a replay pool), re-encoded at ``image_size``.
+    - ``webdataset``: existing webdataset shards (a replay pool).
 
-    ``scale`` applies to generated data only. ``on_bad_sample`` / ``skipped`` (a SkipLog): an image that does not
-    decode is an error, or a counted skip (imports only; generated data is always valid).
+    Imported images keep their bytes, or are bounded by ``max_image_side`` (see ``store_image``); ``image_size`` and
+    ``scale`` apply to generated data only. ``workers``: processes writing shards. ``on_bad_sample`` / ``skipped``:
+    an image that does not decode is an error, or a skip counted in ``skipped``.
     """
+    options = {"shard_size": shard_size, "overwrite": overwrite, "on_bad_sample": on_bad_sample,
+               "max_image_side": max_image_side, "workers": workers}
     kind = spec.obtained_by
     if kind == "generate":
         from fomoflux.data.mini import generate_split
 
         splits = {split: generate_split(spec, split, seed, image_size, scale) for split in spec.splits}
-        return write_dataset(splits, dataset=spec.name, out_dir=out_dir, shard_size=shard_size, overwrite=overwrite)
+        return write_dataset(splits, dataset=spec.name, out_dir=out_dir, skipped=skipped, **options)
     if kind == "webdataset":
         from fomoflux.data.pool import convert_webdataset_pool, expand_shards
 
-        log = convert_webdataset_pool(expand_shards(spec.source["webdataset"]["urls"]), spec, out_dir,
-                                      image_size=image_size, shard_size=shard_size, on_bad_sample=on_bad_sample,
-                                      overwrite=overwrite)
+        log = convert_webdataset_pool(expand_shards(spec.source["webdataset"]["urls"]), spec, out_dir, **options)
         _merge_skips(log, skipped)
         return Path(out_dir)
     source = spec.source[kind]
@@ -287,9 +539,8 @@ def build_dataset(spec: "DatasetSpec", out_dir: Path, *, seed: int, image_size: 
         from fomoflux.data.release import convert_release_dataset
 
         annotations = source.get("annotations")
-        log = convert_release_dataset(path, spec, out_dir, image_size=image_size, shard_size=shard_size,
-                                      annotations=Path(annotations) if annotations else None,
-                                      on_bad_sample=on_bad_sample, overwrite=overwrite)
+        log = convert_release_dataset(path, spec, out_dir, annotations=Path(annotations) if annotations else None,
+                                      **options)
         _merge_skips(log, skipped)
         return Path(out_dir)
     if path.is_dir():
@@ -297,11 +548,11 @@ def build_dataset(spec: "DatasetSpec", out_dir: Path, *, seed: int, image_size: 
                         f"got the folder {path}")
     from fomoflux.data.archive import import_imagefolder
 
-    splits = {split: import_imagefolder(path, spec, split, image_size) for split in spec.splits}
-    return write_dataset(splits, dataset=spec.name, out_dir=out_dir, shard_size=shard_size, overwrite=overwrite)
+    splits = {split: import_imagefolder(path, spec, split) for split in spec.splits}
+    return write_dataset(splits, dataset=spec.name, out_dir=out_dir, skipped=skipped, **options)
 
 
-def _merge_skips(log, into) -> None:
+def _merge_skips(log: SkipLog | None, into: SkipLog | None) -> None:
     """Hand an importer's skips to the caller's SkipLog (already logged once, by the importer)."""
     if into is not None and log is not None:
         into.items.extend(log.items)
