@@ -7,12 +7,15 @@ the odd outlier; ratios of those medians are what the scripts report.
 
 from __future__ import annotations
 
+import io
 import statistics
 from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
+import numpy as np
 import torch
+from PIL import Image
 
 from fomoflux.data.sampleset import SampleSet
 from fomoflux.model import register_architecture
@@ -29,6 +32,7 @@ __all__ = [
     "interleaved_rounds",
     "median",
     "markdown_table",
+    "photo_like_jpeg",
 ]
 
 
@@ -89,3 +93,16 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> s
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines.extend("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)
     return "\n".join(lines)
+
+
+def photo_like_jpeg(rng: np.random.Generator, width: int, height: int) -> bytes:
+    """JPEG bytes of a smooth colour gradient with mild noise: compresses and decodes like a photo, unlike noise."""
+    x = np.linspace(0, 1, width, dtype=np.float32)[None, :, None]
+    y = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
+    base = rng.uniform(0, 255, size=(1, 1, 3)).astype(np.float32)
+    slope = rng.uniform(-120, 120, size=(2, 1, 1, 3)).astype(np.float32)
+    noise = rng.normal(0, 12, size=(height, width, 3)).astype(np.float32)
+    pixels = np.clip(base + slope[0] * x + slope[1] * y + noise, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()

@@ -30,6 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from _timing import photo_like_jpeg
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,19 +38,11 @@ CLASSES = 1000
 ARCH_CONFIG = REPO / "config" / "models" / "fomo-micro-vit224.json"
 
 
-def photo_like_jpeg(seed: int) -> bytes:
-    """A smooth gradient with mild noise, 224-320 px a side: compresses and decodes like a photo, unlike noise."""
+def seeded_jpeg(seed: int) -> bytes:
+    """A photo-like JPEG of 224-320 px a side, a pure function of ``seed``."""
     rng = np.random.default_rng(seed)
     width, height = (int(v) for v in rng.integers(224, 321, size=2))
-    x = np.linspace(0, 1, width, dtype=np.float32)[None, :, None]
-    y = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
-    base = rng.uniform(0, 255, size=(1, 1, 3)).astype(np.float32)
-    slope = rng.uniform(-120, 120, size=(2, 1, 1, 3)).astype(np.float32)
-    noise = rng.normal(0, 12, size=(height, width, 3)).astype(np.float32)
-    pixels = np.clip(base + slope[0] * x + slope[1] * y + noise, 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
+    return photo_like_jpeg(rng, width, height)
 
 
 def _write_files(args: tuple[Path, int, int]) -> None:
@@ -58,7 +51,7 @@ def _write_files(args: tuple[Path, int, int]) -> None:
         path = folder / f"{i // 10000:03d}" / f"{i:07d}.jpg"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(photo_like_jpeg(i))
+            path.write_bytes(seeded_jpeg(i))
 
 
 def image_files(folder: Path, n: int, processes: int) -> list[Path]:
@@ -84,6 +77,7 @@ def _samples(files: list[Path], classed: bool):
 def shard(files: list[Path], name: str, out: Path, workers: int, classed: bool) -> float:
     from fomoflux.data.shards import write_dataset
 
+    os.sync()
     started = time.perf_counter()
     write_dataset({"train": _samples(files, classed)}, dataset=name, out_dir=out, shard_size=2000,
                   overwrite=True, workers=workers)
@@ -91,11 +85,14 @@ def shard(files: list[Path], name: str, out: Path, workers: int, classed: bool) 
 
 
 def plain_copy(files: list[Path], out: Path) -> float:
+    """Read each file and write it to a new one, then make the copies durable (the shards are fsync'ed too)."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    os.sync()
     started = time.perf_counter()
     for i, path in enumerate(files):
         (out / f"{i:07d}.jpg").write_bytes(path.read_bytes())
+    os.sync()
     return time.perf_counter() - started
 
 
@@ -208,6 +205,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--parts", default="sharding,memory,loader",
+                        help="comma-separated parts to run: sharding, memory, loader")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -224,24 +223,38 @@ def main() -> None:
           f"(ready in {time.perf_counter() - t0:.0f} s)", flush=True)
 
     data = work / "data"
-    # Sharding vs copying, on a 20k slice in two interleaved rounds (the full set is sharded once, below).
-    part = files[:20_000]
-    _drop_cache_hint(part)
-    shard_times, copy_times = [], []
-    for _ in range(2):
-        shard_times.append(shard(part, "slice", work / "slice", args.workers, True))
-        copy_times.append(plain_copy(part, work / "copy"))
-    shard_rate, copy_rate = len(part) / min(shard_times), len(part) / min(copy_times)
-    shutil.rmtree(work / "slice", ignore_errors=True)
-    shutil.rmtree(work / "copy", ignore_errors=True)
-    print(f"sharding ({args.workers} workers): {shard_rate:,.0f} img/s; plain read+write: {copy_rate:,.0f} img/s; "
-          f"ratio {shard_rate / copy_rate:.2f} (goal >= 0.8)", flush=True)
-
+    parts = set(args.parts.split(","))
+    if "sharding" in parts:
+        sharding_comparison(files, work, args.workers)
     if not (data / "scale" / "manifest.parquet").exists():
         shard(files, "scale", data / "scale", args.workers, True)
     if not (data / "pool" / "manifest.parquet").exists():
         shard(pool_files, "pool", data / "pool", args.workers, False)
+    if "memory" in parts:
+        memory_comparison(data, args)
+    if "loader" in parts:
+        loader = loader_rate(data, max(4, args.steps // 2), args.batch_size, args.workers)
+        plain = plain_decode_rate(files, max(4, args.steps // 2) * args.batch_size)
+        print(f"loader ({args.workers} workers, read+decode+crop+tokenise): {loader:,.0f} samples/s; plain decode "
+              f"(1 process): {plain:,.0f} samples/s; ratio {loader / plain:.2f} (goal >= 0.8)", flush=True)
 
+
+def sharding_comparison(files: list[Path], work: Path, workers: int) -> None:
+    # Sharding vs copying, on a 20k slice in three interleaved rounds (the full set is sharded once, below).
+    part = files[:20_000]
+    _drop_cache_hint(part)
+    shard_times, copy_times = [], []
+    for _ in range(3):
+        shard_times.append(shard(part, "slice", work / "slice", workers, True))
+        copy_times.append(plain_copy(part, work / "copy"))
+    shard_rate, copy_rate = len(part) / min(shard_times), len(part) / min(copy_times)
+    shutil.rmtree(work / "slice", ignore_errors=True)
+    shutil.rmtree(work / "copy", ignore_errors=True)
+    print(f"sharding ({workers} workers): {shard_rate:,.0f} img/s; plain read+write: {copy_rate:,.0f} img/s; "
+          f"ratio {shard_rate / copy_rate:.2f} (goal >= 0.8)", flush=True)
+
+
+def memory_comparison(data: Path, args) -> None:
     results = {}
     for buffer in (10_000, 100_000):
         spec = {"root": str(data), "update": 5_000, "buffer": buffer, "steps": args.steps,
@@ -254,11 +267,6 @@ def main() -> None:
     print(f"peak PSS 100k / 10k: {large['peak_pss'] / small['peak_pss']:.3f} (goal within 10 %); "
           f"peak RSS 100k / 10k: {large['peak_rss'] / small['peak_rss']:.3f}; model {large['params'] / 1e6:.1f}M "
           f"parameters", flush=True)
-
-    loader = loader_rate(data, max(4, args.steps // 2), args.batch_size, args.workers)
-    plain = plain_decode_rate(files, max(4, args.steps // 2) * args.batch_size)
-    print(f"loader ({args.workers} workers, read+decode+crop+tokenise): {loader:,.0f} samples/s; plain decode "
-          f"(1 process): {plain:,.0f} samples/s; ratio {loader / plain:.2f} (goal >= 0.8)", flush=True)
 
 
 if __name__ == "__main__":

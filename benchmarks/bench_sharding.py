@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from _timing import REPO, interleaved_rounds, median
+from _timing import REPO, interleaved_rounds, median, photo_like_jpeg
 from PIL import Image, ImageOps
 
 from fomoflux.data.registry import DatasetSpec
@@ -50,19 +50,6 @@ def rule_workers() -> int:
     """The shard_dataset rule's default number of processes (``benchmark.shard_threads`` in the config schema)."""
     schema = yaml.safe_load((REPO / "config" / "schema" / "config.schema.yaml").read_text())
     return int(schema["properties"]["benchmark"]["properties"]["shard_threads"]["default"])
-
-
-def photo_like_jpeg(rng: np.random.Generator, width: int, height: int) -> bytes:
-    """JPEG bytes of a smooth colour gradient with mild noise: compresses and decodes like a photo, unlike noise."""
-    x = np.linspace(0, 1, width, dtype=np.float32)[None, :, None]
-    y = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
-    base = rng.uniform(0, 255, size=(1, 1, 3)).astype(np.float32)
-    slope = rng.uniform(-120, 120, size=(2, 1, 1, 3)).astype(np.float32)
-    noise = rng.normal(0, 12, size=(height, width, 3)).astype(np.float32)
-    pixels = np.clip(base + slope[0] * x + slope[1] * y + noise, 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
 
 
 def build_release(root: Path, n: int, classes: int, seed: int = 0) -> tuple[Path, list[Path], DatasetSpec]:

@@ -338,6 +338,7 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
 
     from fomoflux.device import check_gpus, run_distributed, split_batch_size
     from fomoflux.methods import TaskContext, get_method, load_method_state
+    from fomoflux.plan import OPERATIONAL_TRAINING_KEYS, TRAINING_DEFAULTS
     from fomoflux.train.loop import TaskUpdateConfig, run_task_update
 
     spec = job.params.spec
@@ -347,6 +348,7 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
     stream = plan.streams[run.stream]
     training = spec["training"]
     gpus = training.get("gpus", 1)  # keys at their defaults are left out of the spec (plan._spec_training)
+    operational = {k: run.training.get(k, TRAINING_DEFAULTS[k]) for k in OPERATIONAL_TRAINING_KEYS}
     device = _compute_device(log, training.get("precision", "auto"))
     check_gpus(device, gpus)
     if stream.ordered_by_plan:
@@ -402,14 +404,15 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
         device=str(device),
         precision=training.get("precision", "auto"),
         augmentation=training.get("augmentation"),
-        data_workers=_data_workers(training.get("data_workers", "auto"), device, max(1, int(job.threads) // gpus)),
-        log_every=int(training.get("log_every", 10)),
-        compile=bool(training.get("compile", False)),
-        grad_checkpointing=bool(training.get("grad_checkpointing", False)),
+        # Operational keys are not in the spec (plan.OPERATIONAL_TRAINING_KEYS): they come from the run's settings.
+        data_workers=_data_workers(operational["data_workers"], device, max(1, int(job.threads) // gpus)),
+        log_every=int(operational["log_every"]),
+        compile=bool(operational["compile"]),
+        grad_checkpointing=bool(operational["grad_checkpointing"]),
         resume_dir=str(resume_dir(plan, run.name, task)),
         resume_key=_resume_key(spec, job),
-        resume_every_s=60.0 * float(training.get("resume", {}).get("every_minutes", 10.0)),
-        resume_every_steps=int(training.get("resume", {}).get("every_steps", 0)),
+        resume_every_s=60.0 * float(operational["resume"].get("every_minutes", 10.0)),
+        resume_every_steps=int(operational["resume"].get("every_steps", 0)),
     )
     log.info("data: %d loader worker(s), augmentation %s; mid-task snapshots in %s", cfg.data_workers,
              (cfg.augmentation or {}).get("kind", "none"), cfg.resume_dir)

@@ -159,3 +159,18 @@ def test_a_passed_model_check_is_remembered_until_something_it_covers_changes(co
     with pytest.raises(ConfigError, match="runs.lora.*rank"):
         build_plan(config, tmp_path)
     assert len(list(records[0].parent.iterdir())) == 1
+
+
+def test_operational_training_keys_never_enter_a_task_spec(config):
+    """Loader workers, log interval, compile, checkpointing and snapshots change how a task runs, not what it computes:
+    changing them retrains nothing; the training transform does."""
+    plan = build_plan(config, check_against_model=False)
+    base = plan.runs["finetune"].task_spec(plan.streams["random"], 2)
+    config["training"].update(data_workers=6, log_every=50, compile=True, grad_checkpointing=True,
+                              resume={"every_minutes": 1, "every_steps": 5})
+    changed = build_plan(config, check_against_model=False)
+    assert changed.runs["finetune"].task_spec(changed.streams["random"], 2) == base
+    assert changed.runs["finetune"].training["resume"]["every_steps"] == 5  # what the stage reads them from
+    config["training"]["augmentation"] = {"kind": "none"}
+    other = build_plan(config, check_against_model=False)
+    assert other.runs["finetune"].task_spec(other.streams["random"], 2)["training"]["augmentation"] == {"kind": "none"}

@@ -6,7 +6,7 @@ walked, nothing else of the shard is read, and a job holds only the rows it uses
 
 - :class:`ShardReader` reads members by offset through a small cache of open file descriptors. ``pread`` does not
   move a file position, so the descriptors are safe to share with forked DataLoader workers.
-- :class:`DiskSamples` is a selection of manifest rows kept as a few numpy arrays (about 40 bytes per sample, no
+- :class:`DiskSamples` is a selection of manifest rows kept as a few numpy arrays (about 100 bytes per sample, no
   captions and no pixels in memory); images and captions are read when a batch asks for them. It serves the same
   read interface as an in-memory :class:`~fomoflux.data.sampleset.SampleSet`, so training, evaluation and the
   methods that pass over data (EWC's Fisher) take either.
