@@ -329,10 +329,12 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
     """One task update of a run. With ``training.gpus`` > 1 it runs data-parallel in that many worker processes.
 
     Why worker processes spawned from here (``fomoflux.device.run_distributed``, i.e. ``torch.multiprocessing``)
-    rather than ``torch.distributed.run``: this process decodes the task's samples once and the workers read them
-    through shared memory, where torchrun would start fresh interpreters that each decode everything again (or need
-    it written to disk first); and a worker's exception comes back here with its traceback, into the job's log,
-    while the other workers are stopped instead of waiting forever in a collective.
+    rather than ``torch.distributed.run``: a worker's exception comes back here with its traceback, into the job's
+    log, while the other workers are stopped instead of waiting forever in a collective; every method works
+    unchanged (gradients are averaged explicitly, not by DDP hooks); and one job is one Snakemake job on one node,
+    which is what the per-task GPU counts of the paper's settings need. The workers get the samples' index only
+    (``DiskSamples``, a few arrays of byte offsets) and each reads just its slice of every batch from the shards.
+    Multi-node updates would need torchrun/srun; no setting of the benchmark asks for more than one node.
     """
     import torch
 

@@ -36,7 +36,8 @@ fused kernel; ``cfg.compile`` compiles the forward pass with ``torch.compile`` a
 open_clip's activation checkpointing.
 
 Data parallelism: inside a ``torch.distributed`` process group of W > 1 ranks (``fomoflux.device.run_distributed``)
-every rank draws the same full batch of the step, trains on its contiguous slice of B/W samples, computes the
+every rank draws the same full batch of the step but reads and decodes only its contiguous slice of B/W samples,
+trains on it, computes the
 full-batch contrastive loss over features gathered from all ranks, and averages the gradients of the trained
 parameters before clipping (:func:`_average_gradients` says why that is the full-batch gradient). Every rank then
 holds the same weights; rank 0 shows the progress bar.
@@ -294,7 +295,7 @@ def run_task_update(
     if not method.updates_weights:
         return _empty_log()
     rank, world_size = distributed_rank_world()
-    local_batch = split_batch_size(cfg.batch_size, world_size)
+    split_batch_size(cfg.batch_size, world_size)  # ConfigError naming batch_size and gpus when it does not divide
     device = torch.device(cfg.device)
     if context is None:
         context = TaskContext(task_index=cfg.task_index, num_tasks=cfg.num_tasks, device=device, seed=cfg.seed)
