@@ -3,8 +3,9 @@
 Reads ``dataset_tar_urls.txt``, ``classnames/*.json`` and ``streams/*.json`` of the public release (default:
 ``../shared/reference/fomo_in_flux`` next to the repository) and writes ``src/fomoflux/data/fomo_in_flux.json``:
 one object per dataset, in the URL file's order, with the keys name, download_name, url, role, kind, classnames,
-unstreamed, prompt, caption_source and year. The release only has names, URLs, classes and orderings; the prompt
-templates and release years below are ours (the years are cross-checked against the time-incremental orderings).
+unstreamed, prompt, prompt_source, caption_source and year. The release only has names, URLs, classes and orderings;
+the prompt templates below are the ``PRIMER`` strings of the authors' code (``prompt_source`` names the file), the
+release years are ours (cross-checked against the time-incremental orderings).
 
 Usage: ``python scripts/import_fif_reference.py [REFERENCE_DIR] [--output FILE]``. The output is deterministic:
 the same reference files always give the same bytes.
@@ -47,73 +48,77 @@ RETRIEVAL = ("MSCOCO", "FLICKR30K", "FSCOCO")
 # Datasets that come with human captions (the others get generated ones).
 NATIVE_CAPTIONS = ("MSCOCO", "FLICKR30K", "FSCOCO")
 
-# One zero-shot template per dataset, worded after the class names it receives (some class names already carry the
-# object, e.g. "apple leaf with black rot" or "volcano diagram").
-PROMPTS = {
-    "AI2DIAGRAMS": "a science textbook illustration of a {}.",
-    "ARTBENCH10": "an artwork by {}.",
-    "BIRDSNAP": "a photo of a {}, a type of bird.",
-    "CALTECH101": "a photo of a {}.",
-    "CALTECH256": "a photo of a {}.",
-    "CARS196": "a photo of a {}, a type of car.",
-    "CIFAR10": "a low resolution photo of a {}.",
-    "CIFAR100": "a low resolution photo of a {}.",
-    "CLEVR": "a rendered scene with {}.",
-    "CLRS": "a satellite photo of {}.",
-    "COUNTRY211": "a photo taken in {}.",
-    "CUB200": "a photo of a {}, a type of bird.",
-    "DF20MINI": "a photo of {}, a type of fungus.",
-    "DOLLARSTREET": "a photo of a {}.",
-    "DOMAINNET_CLIPART": "a clipart image of a {}.",
-    "DOMAINNET_INFOGRAPH": "an infographic of a {}.",
-    "DOMAINNET_PAINTING": "a painting of a {}.",
-    "DOMAINNET_QUICKDRAW": "a quickdraw sketch of a {}.",
-    "DOMAINNET_SKETCH": "a sketch of a {}.",
-    "DSPRITES": "a 2D sprite of a {}.",
-    "DTD": "a photo of a {} texture.",
-    "EuroSAT": "a satellite photo of {}.",
-    "FashionMNIST": "a grayscale photo of a {}, a fashion item.",
-    "FGVCAircraft": "a photo of a {}, a type of aircraft.",
-    "FLICKR30K": "a photo of {}.",
-    "FLOWERS102": "a photo of a {}, a type of flower.",
-    "Food101": "a photo of a {}, a type of food.",
-    "FRU92": "a photo of a {}, a type of fruit.",
-    "FSCOCO": "a freehand sketch of a {}.",
-    "GTSRB": 'a zoomed in photo of a "{}" traffic sign.',
-    "IMAGENET_A": "a photo of a {}.",
-    "IMAGENET_D": "an image of a {}.",
-    "IMAGENET_R": "a rendition of a {}.",
-    "IMAGENET_S": "a sketch of a {}.",
-    "IMAGENET_V2": "a photo of a {}.",
-    "IMAGENET": "a photo of a {}.",
-    "iNATURALIST2021": "a nature photo of the species {}.",
-    "ISICMELANOMA": "a dermoscopy image of {}, a type of skin lesion.",
-    "MITSTATES": "a photo of the {}.",
-    "MNIST": 'a photo of the number: "{}".',
-    "MONKEYS10": "a photo of a {}, a type of monkey.",
-    "MSCOCO": "a photo of {}.",
-    "MTSD": 'a photo of a "{}" traffic sign.',
-    "MVTECAD_Adapt": "an industrial inspection photo of a {}.",
-    "MVTECAD_Eval": "an industrial inspection photo of a {}.",
-    "OBJECTNET": "a photo of a {}.",
-    "OBSC_ANIMALS": "a photo of a {}, a type of animal.",
-    "OBSC_THINGS": "a photo of a {}, an uncommon object.",
-    "OPENIMAGES": "a photo of a {}.",
-    "OXFORDPETS": "a photo of a {}, a type of pet.",
-    "PATTERNNET": "a satellite photo of {}.",
-    "PLACES365": "a photo of a {}, a type of place.",
-    "PLANTVILLAGE": "a close-up photo of a {}.",
-    "QUILT": "a histopathology image, category: {}.",
-    "RESISC45": "a satellite photo of {}.",
-    "SHAPES3D": "a rendering of a {}.",
-    "SNAKECLEF": "a photo of {}, a type of snake.",
-    "STL10": "a photo of a {}.",
-    "SUN397": "a photo of a {}, a type of scene.",
-    "SVHN": 'a photo of the number: "{}".',
-    "SynthCLIP106": "a synthetic image of a {}.",
-    "VEG200": "a photo of {}, a type of vegetable.",
-    "ZAPPOS50k": "a product photo of footwear: {}.",
+# The zero-shot template of each dataset: the ``PRIMER`` string of its module in the authors' code release
+# (repository pseudope/fomo_in_flux at commit 3e123d9, file ``data_lib/<file>``), verbatim; ``{}`` takes the class
+# name. The file is kept beside the string as its provenance and goes into the table as ``prompt_source``. The two
+# caption-only retrieval sets (MSCOCO, FLICKR30K) have the bare "{}" there: they are never prompted with a class.
+REFERENCE_CODE = "pseudope/fomo_in_flux@3e123d9"
+PRIMERS = {
+    "AI2DIAGRAMS": ("ai2diagrams.py", "A photo of a {}."),
+    "ARTBENCH10": ("artbench10.py", "A painting of the artist {}."),
+    "BIRDSNAP": ("birdsnap.py", "A photo of the bird {}."),
+    "CALTECH101": ("caltech101.py", "A photo of a {}."),
+    "CALTECH256": ("caltech256.py", "A photo of a {}."),
+    "CARS196": ("cars196.py", "A photo of a {}, a type of car."),
+    "CIFAR10": ("cifar10.py", "A photo of a {}."),
+    "CIFAR100": ("cifar100.py", "A photo of a {}."),
+    "CLEVR": ("clevr.py", "A photo of synthetic shapes, with {}."),
+    "CLRS": ("clrs.py", "A satellite image of a {}."),
+    "COUNTRY211": ("country211.py", "A photo representing the country of {}."),
+    "CUB200": ("cub200.py", "A photo of a {}, a type of bird."),
+    "DF20MINI": ("df20mini.py", "A photo of the fungi {}."),
+    "DOLLARSTREET": ("dollarstreet.py", "A photo of a {}."),
+    "DOMAINNET_CLIPART": ("domainnet_clipart.py", "A clipart of a {}."),
+    "DOMAINNET_INFOGRAPH": ("domainnet_infograph.py", "An infograph of a {}."),
+    "DOMAINNET_PAINTING": ("domainnet_painting.py", "A painting of a {}."),
+    "DOMAINNET_QUICKDRAW": ("domainnet_quickdraw.py", "A quickdraw of a {}."),
+    "DOMAINNET_SKETCH": ("domainnet_sketch.py", "A sketch of a {}."),
+    "DSPRITES": ("dsprites.py", "A black-and-white photo of a {}."),
+    "DTD": ("dtd.py", "A photo of a {} texture."),
+    "EuroSAT": ("eurosat.py", "A centered satellite photo of a {}."),
+    "FashionMNIST": ("fashionmnist.py", "A black-and-white photo of a {}, a type of clothing."),
+    "FGVCAircraft": ("fgvcaircraft.py", "A photo of a {}, a type of aircraft."),
+    "FLICKR30K": ("flickr30k.py", "{}"),
+    "FLOWERS102": ("flowers102.py", "A photo of a {}, a type of flower."),
+    "Food101": ("food101.py", "A photo of a {}, a type of food."),
+    "FRU92": ("fru92.py", "A photo of a {}, a type of fruit."),
+    "FSCOCO": ("fscoco.py", "A sketch of a {}"),  # sic: no full stop in the release
+    "GTSRB": ("gtsrb.py", 'A centered photo of a "{}" traffic sign.'),
+    "IMAGENET_A": ("imagenet_a.py", "A photo of a {}."),
+    "IMAGENET_D": ("imagenet_d.py", "A photo of a {}."),
+    "IMAGENET_R": ("imagenet_r.py", "A photo of a {}."),
+    "IMAGENET_S": ("imagenet_s.py", "A photo of a {}."),
+    "IMAGENET_V2": ("imagenet_v2.py", "A photo of a {}."),
+    "IMAGENET": ("imagenet.py", "A photo of a {}."),
+    "iNATURALIST2021": ("inaturalist2021.py", "A photo of a {}."),
+    "ISICMELANOMA": ("isicmelanoma.py", "A close-up photo of human skin with a mole exhibiting {}."),
+    "MITSTATES": ("mitstates.py", "A photo of a {}."),
+    "MNIST": ("mnist.py", 'A black-and-white photo of the number: "{}".'),
+    "MONKEYS10": ("monkeys10.py", "A photo of a {}, a type of monkey."),
+    "MSCOCO": ("mscoco.py", "{}"),
+    "MTSD": ("mtsd.py", 'A centered photo of a "{}" traffic sign.'),
+    "MVTECAD_Adapt": ("mvtecad_adapt.py", "A close-up photo of a {}."),
+    "MVTECAD_Eval": ("mvtecad_eval.py", "A close-up photo of a {}."),
+    "OBJECTNET": ("objectnet.py", "A photo of a {}."),
+    "OBSC_ANIMALS": ("obsc_animals.py", "A photo of the obscure animal {}."),
+    "OBSC_THINGS": ("obsc_things.py", "A photo of the obscure thing {}."),
+    "OPENIMAGES": ("openimages.py", "A photo of a {}."),
+    "OXFORDPETS": ("oxford_pets.py", "A photo of a {}, a type of pet."),
+    "PATTERNNET": ("patternnet.py", "A satellite image of a {}."),
+    "PLACES365": ("places365.py", "A photo of a {}."),
+    "PLANTVILLAGE": ("plantvillage.py", "A close-up photo of a {}."),
+    "QUILT": ("quilt.py", "A histopathology photo depicting {} pathologies."),
+    "RESISC45": ("resisc45.py", "A satellite image of {}."),
+    "SHAPES3D": ("shapes3d.py", "A photo of a synthetic {}."),
+    "SNAKECLEF": ("snake_clef.py", "A photo of a {} snake."),
+    "STL10": ("stl10.py", "A photo of a {}."),
+    "SUN397": ("sun397.py", "A photo of a {}."),
+    "SVHN": ("svhn.py", 'A photo of the number: "{}".'),
+    "SynthCLIP106": ("synthclip106.py", "A photo of a {}."),
+    "VEG200": ("veg200.py", "A photo of a {}, a type of vegetable."),
+    "ZAPPOS50k": ("zappos50k.py", "A photo of {} shoes."),
 }
+PROMPTS = {name: primer for name, (_, primer) in PRIMERS.items()}
 
 # Release years. Where our knowledge and the benchmark's time-incremental orderings disagree, the orderings win:
 # RESISC45 (published 2017) is streamed with the 2021 datasets, and Quilt-1M (2023) with SynthCLIP (2024) and the
@@ -308,6 +313,7 @@ def build_table(reference: Path) -> list[dict[str, Any]]:
                 "classnames": classes,
                 "unstreamed": unstreamed,
                 "prompt": PROMPTS[name],
+                "prompt_source": f"{REFERENCE_CODE}:data_lib/{PRIMERS[name][0]}",
                 "caption_source": "native" if name in NATIVE_CAPTIONS else "generated",
                 "year": YEARS[name],
             }

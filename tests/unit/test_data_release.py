@@ -48,8 +48,9 @@ def _record(classname: str | None, merged: str | None = None, primer: str | None
 def _release() -> tuple[dict[str, bytes], dict[str, dict[str, dict]]]:
     """Image members and per-split annotations of a small CLRS-like release.
 
-    train: 7 images of mixed formats, sizes and modes; test: 3. Every generated caption names its image path, so a
-    test can tell which image a sample came from.
+    train: 7 images of mixed formats, sizes and modes; test: 3. Every caption names its image path, so a test can
+    tell which image a sample came from. Per class, the first image has a merged and a primer caption, the second
+    also two default captions, the third only a primer caption (which is never used: the class prompt is).
     """
     images: dict[str, bytes] = {}
     annotations: dict[str, dict[str, dict]] = {"train": {}, "test": {}}
@@ -66,9 +67,10 @@ def _release() -> tuple[dict[str, bytes], dict[str, dict[str, dict]]]:
                 if i == 0:
                     record = _record(cls, merged=f"merged {path}", primer=f"primer {path}")
                 elif i == 1:
-                    record = _record(cls, primer=f"primer {path}")
+                    record = _record(cls, merged=f"merged {path}", primer=f"primer {path}",
+                                     default=[f"default {path}", f"second default {path}"])
                 else:
-                    record = _record(cls)  # no caption at all: the class prompt
+                    record = _record(cls, primer=f"primer {path}")  # no caption field: the class prompt
                 annotations[split][path] = record
     return images, annotations
 
@@ -131,12 +133,15 @@ def test_generated_captions_classes_indices_and_images(tmp_path):
         path = keys[sample.index]
         cls = path.split("/")[2]
         assert sample.class_name == cls and sample.class_id == CLASSES.index(cls)
-        if train[path]["synthetic_merged_caption"]:
-            assert sample.captions == (f"merged {path}", f"primer {path}")
-        elif train[path]["primer_caption"]:
-            assert sample.captions == (f"primer {path}",)
+        # The reference's rule: default_caption if present (all of them), else synthetic_merged_caption; never
+        # the primer caption.
+        if train[path]["default_caption"]:
+            assert sample.captions == (f"default {path}", f"second default {path}")
+        elif train[path]["synthetic_merged_caption"]:
+            assert sample.captions == (f"merged {path}",)
         else:
             assert sample.captions == (f"a satellite photo of a {cls}.",)
+        assert not any(c.startswith("primer") for c in sample.captions)
         # The file's bytes as they are (the shard writer decides how to store them), and where they came from.
         assert sample.image == images[path] and sample.origin == f"archive {archive}: member {path}"
     test = list(iter_release_samples(archive, _spec(), "test"))
@@ -144,23 +149,25 @@ def test_generated_captions_classes_indices_and_images(tmp_path):
 
 
 def test_native_captions_and_specs_without_classes(tmp_path):
-    images = {f"{NAME}/img/{i}.jpg": _image("JPEG", (24, 18), seed=i) for i in range(3)}
+    images = {f"{NAME}/img/{i}.jpg": _image("JPEG", (24, 18), seed=i) for i in range(4)}
     table = {
-        f"{NAME}/img/0.jpg": _record(None, merged="ignored for native", default=["first caption", "second", ""]),
+        f"{NAME}/img/0.jpg": _record(None, merged="ignored: a default exists", default=["first caption", "second", ""]),
         f"{NAME}/img/1.jpg": _record(None, default="only caption"),
-        f"{NAME}/img/2.jpg": _record("river", primer="ignored"),  # no default caption: the class prompt
+        f"{NAME}/img/2.jpg": _record("river", primer="ignored"),  # no caption field: the class prompt
+        f"{NAME}/img/3.jpg": _record(None, merged="merged, as the reference falls back to", default=" "),
     }
     archive = _tar(tmp_path / "CLRS.tar", {**images, f"{NAME}_test.json": _json(table)})
     spec = _spec(kind="retrieval", role="evaluation", classnames=(), caption_source="native", splits=("test",))
     samples = sorted(iter_release_samples(archive, spec, "test"), key=lambda s: s.index)
     assert [s.captions for s in samples] == [("first caption", "second"), ("only caption",),
-                                            ("a satellite photo of a river.",)]
+                                            ("a satellite photo of a river.",),
+                                            ("merged, as the reference falls back to",)]
     # Without classes in the spec there is no class id, and the manifest's class_name stays null.
     assert {(s.class_id, s.class_name) for s in samples} == {(-1, None)}
     # With classes, a record without a classname still has none.
     with_classes = _spec(caption_source="native", splits=("test",))
     samples = sorted(iter_release_samples(archive, with_classes, "test"), key=lambda s: s.index)
-    assert [(s.class_id, s.class_name) for s in samples] == [(-1, None), (-1, None), (1, "river")]
+    assert [(s.class_id, s.class_name) for s in samples] == [(-1, None), (-1, None), (1, "river"), (-1, None)]
 
 
 def test_annotations_folder_comes_first_and_nested_annotation_is_found(tmp_path):
@@ -190,7 +197,9 @@ def test_extracted_folder_gives_the_same_samples(tmp_path):
     for source in (extracted, extracted / NAME):  # the folder holding CLRS/, or CLRS/ itself
         from_folder = list(iter_release_samples(source, _spec(), "train"))
         assert [s.index for s in from_folder] == list(range(7))  # a folder is read in sorted order
-        assert [(s.captions, s.class_id, s.image) for s in from_folder] == \
+        # From a folder, the image is the file (read by the shard writer's workers), holding the member's bytes.
+        assert all(isinstance(s.image, Path) and s.image.is_file() for s in from_folder)
+        assert [(s.captions, s.class_id, s.image.read_bytes()) for s in from_folder] == \
                [(s.captions, s.class_id, s.image) for s in from_tar]
 
 
@@ -367,8 +376,11 @@ def test_download_record_and_convert(data_server, tmp_path):
         assert rows["index"].to_list() == list(range(len(keys)))
         assert rows["class_id"].to_list() == [CLASSES.index(k.split("/")[2]) for k in keys]
         assert rows["dataset"].unique().to_list() == [NAME]
-        first_captions = [table[k]["synthetic_merged_caption"] or table[k]["primer_caption"] for k in keys]
+        first_captions = [(table[k]["default_caption"] or [table[k]["synthetic_merged_caption"]])[0] for k in keys]
         assert [c for c in first_captions if c] == [c for c in rows["caption"].to_list() if "satellite" not in c]
+        # every caption of a record is kept in the manifest's captions list, the evaluation caption first
+        defaults = [table[k]["default_caption"] for k in keys]
+        assert [list(d) for d in defaults if d] == [c for c in rows["captions"].to_list() if len(c) > 1]
 
     dest.write_bytes(dest.read_bytes()[:-1024])  # a changed (cut) file no longer matches its record
     with pytest.raises(DataError, match=re.escape(str(record))):

@@ -305,17 +305,138 @@ def test_evaluate_datasets_table(clip, capsys):
 
 
 def test_identical_captions_are_one_target_not_competitors():
-    """Two pairs share a caption text: with perfect embeddings both directions must reach R@1 = 1."""
-    from fomoflux.evaluate import caption_groups, retrieval_recall
+    """Two images share a caption text: it is encoded once, is a hit for both, and counts twice text->image."""
+    from fomoflux.evaluate import caption_pairs, retrieval_recall
 
-    captions = ["a red circle", "a blue square", "a red circle", "a green star"]
-    groups = caption_groups(captions)
-    assert groups.tolist() == [0, 1, 0, 2]
+    texts, pairs, counts = caption_pairs([("a red circle",), ("a blue square",), ("a red circle",), ("a green star",)])
+    assert texts == ["a red circle", "a blue square", "a green star"]
+    assert pairs.tolist() == [[0, 0], [1, 1], [2, 0], [3, 2]] and counts.tolist() == [2, 1, 1]
     basis = torch.eye(3, dtype=torch.float64)
-    text = basis[groups]
-    image = basis[groups]
-    assert retrieval_recall(image, text, (1,))["R@1"] < 1.0  # without groups, the duplicate ties count against
-    grouped = retrieval_recall(image, text, (1,), groups=groups)
+    image = basis[torch.tensor([0, 1, 0, 2])]
+    grouped = retrieval_recall(image, basis, (1,), pairs=pairs, text_count=counts)
     assert grouped["i2t_R@1"] == 1.0 and grouped["t2i_R@1"] == 1.0
     wrong = basis[torch.tensor([1, 0, 0, 2])]  # image 0 looks like the blue square
-    assert retrieval_recall(wrong, text, (1,), groups=groups)["i2t_R@1"] == 0.5
+    result = retrieval_recall(wrong, basis, (1,), pairs=pairs, text_count=counts)
+    assert result["i2t_R@1"] == 0.5  # images 0 and 1 miss
+    # text->image: the red circle ties between image 2 (its own) and image 1 (not): pessimistic, a miss, and it
+    # stands for two captions; the blue square's best image is image 0, not its own; only the green star hits
+    assert result["t2i_R@1"] == pytest.approx(1 / 4)
+
+
+# A hand-built gallery: 3 images (the unit vectors), 6 captions, image 0 with 2 captions, image 1 with 3, image 2
+# with 1; no ties anywhere except where noted, so every rank below can be read off the vectors.
+HAND_IMAGES = torch.eye(3, dtype=torch.float64)
+HAND_CAPTIONS = torch.tensor([
+    [1.0, 0.0, 0.0],  # c0 of image 0: its image first                         -> t2i rank 0
+    [0.3, 0.9, 0.1],  # c1 of image 0: image 1 (0.9) before image 0 (0.3)      -> rank 1
+    [0.1, 0.8, 0.2],  # c2 of image 1: its image first                         -> rank 0
+    [0.1, 0.2, 0.9],  # c3 of image 1: image 2 (0.9) before image 1 (0.2)      -> rank 1
+    [0.7, 0.3, 0.0],  # c4 of image 1: image 0 (0.7) before image 1 (0.3)      -> rank 1
+    [0.0, 0.5, 0.4],  # c5 of image 2: image 1 (0.5) before image 2 (0.4)      -> rank 1
+], dtype=torch.float64)
+HAND_OWNER = (0, 0, 1, 1, 1, 2)
+# image->text: image 0's best own caption c0 (1.0) beats all -> rank 0; image 1's best own c2 (0.8) is behind c1
+# (0.9) -> rank 1; image 2's only c5 (0.4) is behind c3 (0.9) -> rank 1.
+
+
+def test_retrieval_with_every_caption_on_a_hand_built_case():
+    pairs = torch.tensor([[image, caption] for caption, image in enumerate(HAND_OWNER)])
+    result = retrieval_recall(HAND_IMAGES, HAND_CAPTIONS, (1, 2, 3), pairs=pairs)
+    assert result["i2t_R@1"] == pytest.approx(1 / 3) and result["i2t_R@2"] == 1.0
+    assert result["t2i_R@1"] == pytest.approx(2 / 6) and result["t2i_R@2"] == 1.0
+    assert result["R@1"] == pytest.approx((1 / 3 + 2 / 6) / 2) and result["R@2"] == result["R@3"] == 1.0
+    # With only each image's first caption (what this module did before) the answer differs: c1 and c3, the
+    # captions that outrank images 1's and 2's own, are gone, so i2t@1 = 1/3 becomes 1 (and t2i@1 2/3)
+    first = [HAND_OWNER.index(i) for i in range(3)]  # c0, c2, c5
+    only_first = retrieval_recall(HAND_IMAGES, HAND_CAPTIONS[first], (1,))
+    assert only_first["i2t_R@1"] == 1.0 and only_first["t2i_R@1"] == pytest.approx(2 / 3)
+
+
+def _reference_recall(sim: torch.Tensor, owner: list[int], k: int) -> float:
+    """Recall@k as the reference's RecallAtK (utils/metrics.py, pseudope/fomo_in_flux@3e123d9) defines it, written
+    out independently: sim is [images, captions], captions grouped by image in image order; text->image over every
+    caption, image->text a hit when any own caption is among the top k; the mean of the two."""
+    n_images, n_captions = sim.shape
+    t2i = sum(owner[c] in sorted(range(n_images), key=lambda i: -float(sim[i, c]))[:k] for c in range(n_captions))
+    i2t = 0
+    for i in range(n_images):
+        top = sorted(range(n_captions), key=lambda c: -float(sim[i, c]))[:k]
+        i2t += any(owner[c] == i for c in top)
+    return (t2i / n_captions + i2t / n_images) / 2
+
+
+def test_retrieval_recall_agrees_with_the_reference_definition():
+    gen = torch.Generator().manual_seed(11)
+    per_image = [1 + int(x) for x in torch.randint(0, 5, (40,), generator=gen)]  # 1 to 5 captions per image
+    owner = [i for i, c in enumerate(per_image) for _ in range(c)]
+    images = torch.nn.functional.normalize(torch.randn(40, 8, generator=gen, dtype=torch.float64), dim=1)
+    noise = torch.randn(len(owner), 8, generator=gen, dtype=torch.float64)
+    captions = torch.nn.functional.normalize(images[torch.tensor(owner)] + 0.9 * noise, dim=1)
+    pairs = torch.tensor([[image, caption] for caption, image in enumerate(owner)])
+    result = retrieval_recall(images, captions, (1, 5, 10), pairs=pairs, chunk=7)
+    sim = images @ captions.T
+    for k in (1, 5, 10):
+        assert result[f"R@{k}"] == pytest.approx(_reference_recall(sim, owner, k)), k
+    assert 0 < result["R@1"] < result["R@5"] < result["R@10"] < 1
+
+
+def test_caption_pairs_and_bad_pairs():
+    from fomoflux.evaluate import caption_pairs
+
+    texts, pairs, counts = caption_pairs([("a", "b"), ("c",), ("b", "b")])
+    assert texts == ["a", "b", "c"] and pairs.tolist() == [[0, 0], [0, 1], [1, 2], [2, 1]]
+    assert counts.tolist() == [1, 3, 1]
+    with pytest.raises(ValueError, match="image 1 has no caption"):
+        caption_pairs([("a",), ()])
+    with pytest.raises(ValueError, match="explicit pairs"):
+        retrieval_recall(torch.eye(3), torch.eye(4)[:2, :3])
+    with pytest.raises(ValueError, match="outside"):
+        retrieval_recall(torch.eye(3), torch.eye(3), pairs=torch.tensor([[0, 3]]))
+
+
+def test_evaluate_retrieval_uses_every_caption(clip):
+    """The real model: evaluate_retrieval scores all captions of each image, as the reference's definition does."""
+    model, tokenizer = clip
+    samples = _samples(9, n_classes=0)
+    captions = [tuple(f"caption {j} of picture {i}" for j in range(1 + i % 3)) for i in range(9)]
+    samples = SampleSet(samples.images, captions, samples.class_ids, samples.keys)
+    result = evaluate_retrieval(model, tokenizer, samples, batch_size=4)
+    normalizer = Normalizer.for_model(model, "cpu")
+    with torch.inference_mode():
+        image_emb = torch.nn.functional.normalize(model.encode_image(normalizer(samples.images)).float(), dim=-1)
+        flat = [c for caps in captions for c in caps]
+        text_emb = torch.nn.functional.normalize(model.encode_text(tokenizer(flat)).float(), dim=-1)
+    owner = [i for i, caps in enumerate(captions) for _ in caps]
+    sim = image_emb.double() @ text_emb.double().T
+    assert result["n"] == 9
+    for k in (1, 5):
+        assert result[f"R@{k}"] == pytest.approx(_reference_recall(sim, owner, k)), k
+
+
+def test_retrieval_from_shards_on_disk_reads_every_caption(clip, tmp_path):
+    """The pipeline's path: samples on disk (DiskSamples) score every caption, like the same samples in memory."""
+    from PIL import Image
+
+    from fomoflux.data.loading import disk_samples, load_samples
+    from fomoflux.data.shards import RawSample, read_manifest, write_dataset
+
+    model, tokenizer = clip
+    gen = torch.Generator().manual_seed(5)
+    pixels = torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8, generator=gen).numpy()
+    captions = [tuple(f"scene {i}, view {j}" for j in range(1 + i % 4)) for i in range(8)]
+    samples = [RawSample(index=i, image=Image.fromarray(pixels[i]), captions=captions[i]) for i in range(8)]
+    out = write_dataset({"test": samples}, dataset="scenes", out_dir=tmp_path / "scenes", shard_size=3)
+    rows = read_manifest(out)
+    on_disk = disk_samples(tmp_path, rows)
+    in_memory = load_samples(tmp_path, rows, 32)
+    assert [on_disk.read_captions(i) for i in range(8)] == captions
+    from_disk = evaluate_retrieval(model, tokenizer, on_disk, batch_size=3)
+    assert from_disk == pytest.approx(evaluate_retrieval(model, tokenizer, in_memory, batch_size=8))
+    with torch.inference_mode():
+        image_emb = torch.nn.functional.normalize(
+            model.encode_image(Normalizer.for_model(model, "cpu")(in_memory.images)).float(), dim=-1)
+        text_emb = torch.nn.functional.normalize(
+            model.encode_text(tokenizer([c for caps in captions for c in caps])).float(), dim=-1)
+    owner = [i for i, caps in enumerate(captions) for _ in caps]
+    sim = image_emb.double() @ text_emb.double().T
+    assert from_disk["R@1"] == pytest.approx(_reference_recall(sim, owner, 1))

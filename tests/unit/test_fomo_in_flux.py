@@ -67,12 +67,52 @@ def test_retrieval_datasets_have_native_captions_and_only_fscoco_is_streamed(reg
 
 
 def test_prompts_hold_one_slot_and_names_are_plain(registry):
+    assert len(registry) == 63
     for name, spec in registry.items():
         assert re.fullmatch(r"[A-Za-z0-9_-]+", name), name
-        assert spec.prompt.count("{}") == 1, (name, spec.prompt)
+        assert spec.prompt.strip() and spec.prompt.count("{}") == 1, (name, spec.prompt)
+        assert spec.prompt.replace("{}", "").count("{") == spec.prompt.replace("{}", "").count("}") == 0, name
         assert isinstance(spec.year, int) and 1990 <= spec.year <= 2024, (name, spec.year)
-    assert registry["Food101"].class_prompt("apple pie") == "a photo of a apple pie, a type of food."
-    assert registry["EuroSAT"].prompt == registry["RESISC45"].prompt == "a satellite photo of {}."
+
+
+# The PRIMER strings of the authors' code release, copied by hand from pseudope/fomo_in_flux at commit 3e123d9
+# (data_lib/<file>.py, the module-level ``PRIMER = ...``): the table must hold them verbatim, case and all.
+REFERENCE_PRIMERS = {
+    "CIFAR100": ("cifar100.py", "A photo of a {}."),
+    "CIFAR10": ("cifar10.py", "A photo of a {}."),
+    "ARTBENCH10": ("artbench10.py", "A painting of the artist {}."),
+    "EuroSAT": ("eurosat.py", "A centered satellite photo of a {}."),
+    "RESISC45": ("resisc45.py", "A satellite image of {}."),
+    "GTSRB": ("gtsrb.py", 'A centered photo of a "{}" traffic sign.'),
+    "MNIST": ("mnist.py", 'A black-and-white photo of the number: "{}".'),
+    "FSCOCO": ("fscoco.py", "A sketch of a {}"),
+    "ISICMELANOMA": ("isicmelanoma.py", "A close-up photo of human skin with a mole exhibiting {}."),
+    "ZAPPOS50k": ("zappos50k.py", "A photo of {} shoes."),
+    "OXFORDPETS": ("oxford_pets.py", "A photo of a {}, a type of pet."),
+    "SNAKECLEF": ("snake_clef.py", "A photo of a {} snake."),
+    "MSCOCO": ("mscoco.py", "{}"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_PRIMERS))
+def test_prompts_are_the_reference_primers_verbatim(registry, name):
+    file, primer = REFERENCE_PRIMERS[name]
+    assert registry[name].prompt == primer
+    row = {r["name"]: r for r in fif_datasets()}[name]
+    assert row["prompt_source"] == f"pseudope/fomo_in_flux@3e123d9:data_lib/{file}"
+
+
+def test_class_prompt_fills_the_primer(registry):
+    assert registry["CIFAR100"].class_prompt("apple") == "A photo of a apple."
+    assert registry["Food101"].class_prompt("apple pie") == "A photo of a apple pie, a type of food."
+    assert registry["GTSRB"].class_prompt("stop") == 'A centered photo of a "stop" traffic sign.'
+
+
+def test_every_dataset_names_the_reference_file_of_its_prompt():
+    rows = fif_datasets()
+    assert len(rows) == 63
+    for row in rows:
+        assert re.fullmatch(r"pseudope/fomo_in_flux@3e123d9:data_lib/[a-z0-9_]+\.py", row["prompt_source"]), row
 
 
 def test_streamed_entries_number_18381_and_only_four_datasets_hold_back_classes(registry):

@@ -30,39 +30,58 @@ TASKS = (0, 1, 3, 19)
 
 
 # -- the formulas, written out independently of the module ----------------------------------------------------------
+# The cross-task schedules are the reference's: initialize_optimizer_and_scheduler in
+# continual_lib/utils/base_continual_learner.py of pseudope/fomo_in_flux at commit 3e123d9 (lr = η0 · lambda(n), one
+# LambdaLR per task, stepped once per training step). The closed forms below were derived from its nested functions
+# rsqrt, rsqrt_recovered (= scheduler "rsqrt_with_recovery", one per recovery_mode), cosine_with_linear_warmup_recovered
+# (= "cosine_with_linear_warmup_and_recovery") and cosine_with_linear_warmup_recovered_dynamic
+# (= "cosine_with_linear_warmup_and_dynamic_recovery"), with warmup_perc = cooldown_perc = 0.1 and cosine_lr_mul = 1e-3.
 def cos_seg(p: float, a: float, b: float) -> float:
     return b + 0.5 * (1 + math.cos(math.pi * p)) * (a - b)
 
 
 def peak_ref(t: int, S: int, W: int) -> float:
+    """cosine_with_linear_warmup_recovered, recovery_mode autoregressive: vmul = ½(1 + cos(π(t·D + 1)/((t + 1)D)))."""
     D = S - W
     return ETA0 if t == 0 else cos_seg((t * D + 1) / ((t + 1) * D), ETA0, ETA_MIN)
 
 
-def rsqrt_ref(n: int, W: int, peak: float) -> float:
-    return peak * (n + 1) / W if n < W else ETA_MIN + math.sqrt(W / (n + 1)) * (peak - ETA_MIN)
+def rsqrt_peak_ref(name: str, t: int, S: int, W: int, C: int) -> float:
+    """rsqrt_recovered's base_lr per recovery_mode (the warmup branch's for recovered), rsqrt's η0."""
+    if t == 0 or name == "rsqrt":
+        return ETA0
+    E = S - C - W
+    if name == "rsqrt_continued":  # seen = t·(S − C) − (t − 1)·W, vmul = sqrt(W / seen)
+        return ETA_MIN + math.sqrt(W / (t * (S - C) - (t - 1) * W)) * (ETA0 - ETA_MIN)
+    if name == "rsqrt_autoregressive":  # seen = t·S + W, vmul = sqrt((t + 1)·W / seen)
+        return ETA_MIN + math.sqrt((t + 1) * W / (t * S + W)) * (ETA0 - ETA_MIN)
+    assert name == "rsqrt_recovered"  # vmul = f_mul(W, t·E) with f_mul(W, x) = sqrt(W / (x + t·E))
+    return ETA_MIN + math.sqrt(W / (t * E + t * E)) * (ETA0 - ETA_MIN)
 
 
-def continued_ref(g: int, W: int) -> float:
-    return rsqrt_ref(g, W, ETA0)
-
-
-def uncooled_ref(name: str, t: int, n: int, S: int, W: int) -> float:
-    if name == "rsqrt":
-        return rsqrt_ref(n, W, ETA0)
-    if name == "rsqrt_continued":
-        return continued_ref(t * S + n, W)
-    if name == "rsqrt_autoregressive":
-        return rsqrt_ref(n, W, peak_ref(t, S, W))
-    assert name == "rsqrt_recovered"
-    return continued_ref(t * S + W, W) * (n + 1) / W if n < W else continued_ref(t * S + n, W)
+def uncooled_ref(name: str, t: int, n: int, S: int, W: int, C: int) -> float:
+    """The reference's decay branch for W <= n: η_min + f_mul(W, n)·(base_lr − η_min)."""
+    if name == "rsqrt_recovered":  # f_mul(W, n) = sqrt(W / (n + t·(S − C − W))), base_lr = η0 outside the warmup
+        return ETA_MIN + math.sqrt(W / (n + t * (S - C - W))) * (ETA0 - ETA_MIN)
+    return ETA_MIN + math.sqrt(W / n) * (rsqrt_peak_ref(name, t, S, W, C) - ETA_MIN)
 
 
 def rsqrt_family_ref(name: str, t: int, n: int, S: int, W: int, C: int) -> float:
-    start = S - C
-    if n < start:
-        return uncooled_ref(name, t, n, S, W)
-    return uncooled_ref(name, t, start, S, W) * (S - n) / C
+    if n < W:  # base_lr · (n + 1) / W
+        return rsqrt_peak_ref(name, t, S, W, C) * (n + 1) / W
+    if C and n >= S - C:  # ref_lr · (C − cool_epoch − 1) / C with cool_epoch = n − (S − C)
+        return uncooled_ref(name, t, n, S, W, C) * (C - (n - (S - C)) - 1) / C
+    return uncooled_ref(name, t, n, S, W, C)
+
+
+def dynamic_ref(t: int, n: int, S: int, W: int) -> float:
+    """cosine_with_linear_warmup_recovered_dynamic: warmup to the autoregressive peak, then the task cosine of a task
+    G = (t + 1)·S long (its own warmup ceil(0.1·G)) at the global step t·S + n."""
+    if n < W:
+        return peak_ref(t, S, W) * (n + 1) / W
+    G = (t + 1) * S
+    WG = math.ceil(0.1 * G)
+    return cos_seg((t * S + n - WG + 1) / (G - WG), ETA0, ETA_MIN)
 
 
 def reference(name: str, t: int, n: int, S: int, W: int, C: int = 0, K: int = 0, shape: str = "linear") -> float:
@@ -70,10 +89,7 @@ def reference(name: str, t: int, n: int, S: int, W: int, C: int = 0, K: int = 0,
         peak = peak_ref(t, S, W)
         return peak * (n + 1) / W if n < W else cos_seg((n - W + 1) / (S - W), peak, ETA_MIN)
     if name == "dynamic_recovery":
-        G = (t + 1) * S
-        if n < W:
-            return cos_seg((t * S + W + 1) / G, ETA0, ETA_MIN) * (n + 1) / W
-        return cos_seg((t * S + n + 1) / G, ETA0, ETA_MIN)
+        return dynamic_ref(t, n, S, W)
     if name == "wsd":
         if n < W:
             return ETA0 * (n + 1) / W
@@ -109,6 +125,29 @@ def test_schedules_match_their_formulas(name, S):
             assert s.lr(n) == pytest.approx(expected, rel=1e-12, abs=1e-20), (name, t, n)
 
 
+def test_paper_stream_points_against_the_reference():
+    """T = 20 tasks of S = 1420 steps (W = C = 142): the reference's values, as fractions of η0, at chosen points."""
+    S, W, C = 1420, 142, 142
+    points = [(t, n) for t in (0, 1, 2, 9, 19) for n in (0, 70, 141, 142, 143, 700, 1277, 1278, 1300, 1418, 1419)]
+    for name in ("rsqrt", "rsqrt_continued", "rsqrt_autoregressive", "rsqrt_recovered", "dynamic_recovery",
+                 "meta_cosine"):
+        for t, n in points:
+            expected = reference(name, t, n, S, W, C=C)
+            assert sched(name, t, S).lr(n) == pytest.approx(expected, rel=1e-12, abs=1e-20), (name, t, n)
+    # a few of those numbers by hand (η_min = 1e-3·η0; E = S − C − W = 1136)
+    m = 1e-3
+    at = {name: (lambda t, n, name=name: sched(name, t, S).lr(n) / ETA0) for name in NEW}
+    assert at["rsqrt"](5, 142) == 1.0 and at["rsqrt"](5, 141) == 1.0 and at["rsqrt"](5, 1419) == 0.0
+    assert at["rsqrt"](0, 1300) == pytest.approx((m + math.sqrt(142 / 1300) * (1 - m)) * 119 / 142, rel=1e-12)
+    assert at["rsqrt_autoregressive"](19, 141) == pytest.approx(m + math.sqrt(20 * 142 / (19 * 1420 + 142)) * (1 - m))
+    assert at["rsqrt_autoregressive"](19, 141) == pytest.approx(0.32427, abs=1e-5)
+    assert at["rsqrt_continued"](1, 141) == pytest.approx(m + math.sqrt(142 / (1420 - 142)) * (1 - m), rel=1e-12)
+    assert at["rsqrt_recovered"](1, 141) == pytest.approx(m + math.sqrt(142 / (2 * 1136)) * (1 - m), rel=1e-12)
+    assert at["rsqrt_recovered"](1, 142) == pytest.approx(m + math.sqrt(142 / (142 + 1136)) * (1 - m), rel=1e-12)
+    assert at["dynamic_recovery"](1, 141) == pytest.approx(at["meta_cosine"](1, 141), rel=1e-15)
+    assert at["dynamic_recovery"](1, 700) == pytest.approx(cos_seg((1278 + 700 - 142 + 1) / 2556, 1, m), rel=1e-12)
+
+
 @pytest.mark.parametrize("shape", ["linear", "cosine", "sqrt"])
 def test_wsd_shapes_and_decay_option(shape):
     S, W, K = 200, 20, 60
@@ -130,17 +169,18 @@ def test_rsqrt_cooldown_option_and_values():
         assert s.cooldown_steps == C
         start = S - C
         for n in {0, 9, 10, start - 1, start, S - 1} - {S}:
-            assert s.lr(n) == pytest.approx(rsqrt_family_ref("rsqrt", 0, n, S, W, C) if C else rsqrt_ref(n, W, ETA0))
+            assert s.lr(n) == pytest.approx(rsqrt_family_ref("rsqrt", 0, n, S, W, C))
     s = sched("rsqrt", 0, S)
-    # cooldown start: the rsqrt's own value η_min + sqrt(10/91)(η0 − η_min); last step a tenth of it; 0 at n = S
-    at_start = ETA_MIN + math.sqrt(10 / 91) * (ETA0 - ETA_MIN)
-    assert s.lr(90) == pytest.approx(at_start, rel=1e-12)
-    assert s.lr(99) == pytest.approx(at_start / 10, rel=1e-12)
-    assert s.lr(95) == pytest.approx(at_start * 5 / 10, rel=1e-12)
-    # a cooldown right after the warmup: from u(10) = η_min + sqrt(10/11)(η0 − η_min) down over 90 steps
+    u = lambda n: ETA_MIN + math.sqrt(10 / n) * (ETA0 - ETA_MIN)  # noqa: E731 - the uncooled rsqrt
+    # the cooldown scales the rsqrt at the step itself by (S − n − 1)/C: 9/10 at its first step, 0 at the last
+    assert s.lr(89) == pytest.approx(u(89), rel=1e-12)
+    assert s.lr(90) == pytest.approx(u(90) * 9 / 10, rel=1e-12)
+    assert s.lr(95) == pytest.approx(u(95) * 4 / 10, rel=1e-12)
+    assert s.lr(98) == pytest.approx(u(98) / 10, rel=1e-12) and s.lr(99) == 0.0
+    # a cooldown right after the warmup: from u(10)·89/90 = η0·89/90 down over 90 steps
     s = sched("rsqrt", 0, S, cooldown=0.9)
-    assert s.lr(10) == pytest.approx(ETA_MIN + math.sqrt(10 / 11) * (ETA0 - ETA_MIN), rel=1e-12)
-    assert s.lr(55) == pytest.approx(s.lr(10) * 45 / 90, rel=1e-12)
+    assert s.lr(10) == pytest.approx(ETA0 * 89 / 90, rel=1e-12)
+    assert s.lr(55) == pytest.approx(u(55) * 44 / 90, rel=1e-12)
 
 
 # -- the meta-schedule's peaks -----------------------------------------------------------------------------------------
@@ -173,11 +213,17 @@ def test_warmup_rises_and_the_rest_never_rises(name):
         s = sched(name, t, S)
         W = s.warmup_steps
         values = [s.lr(n) for n in range(S)]
-        if name == "rsqrt_continued" and t > 0:
-            W = 0  # only task 0 warms up; later tasks resume the rsqrt and never rise
         assert all(a < b for a, b in zip(values[:W], values[1:W]))
-        assert all(a >= b for a, b in zip(values[max(W - 1, 0) :], values[W:])), name
-        assert min(values) > 0
+        if name == "rsqrt_recovered" and t > 0:
+            # the reference's recovered warmup ends below the curve it then follows: one rise more, at n = W
+            assert values[W] > values[W - 1]
+            assert all(a >= b for a, b in zip(values[W:], values[W + 1 :])), name
+        else:
+            assert all(a >= b for a, b in zip(values[max(W - 1, 0) :], values[W:])), name
+        if name in RSQRT:
+            assert values[-1] == 0.0 and min(values[:-1]) > 0  # the reference's cooldown ends on a step at lr 0
+        else:
+            assert min(values) > 0
 
 
 @pytest.mark.parametrize("name", ["cosine", "meta_cosine", "dynamic_recovery", "wsd"])
@@ -188,49 +234,63 @@ def test_decaying_schedules_end_at_eta_min(name):
 
 
 def test_continuity_at_the_joints():
-    S, W = 1000, 100
+    S, W, C = 1000, 100, 100
     for t in TASKS:
         rec = sched("dynamic_recovery", t, S)
-        assert rec.lr(W - 1) == rec.lr(W)  # warmup ends on the global cosine's value at the first post-warmup step
-        assert rec.lr(W) == pytest.approx(cos_seg((t * S + W + 1) / ((t + 1) * S), ETA0, ETA_MIN), rel=1e-12)
-        rsr = sched("rsqrt_recovered", t, S)
-        assert rsr.lr(W - 1) == pytest.approx(rsr.lr(W), rel=1e-12)
-    # rsqrt: the decay branch with offset n + 1 is η0 at n = W − 1, where the warmup peaks
-    assert ETA_MIN + math.sqrt(W / W) * (ETA0 - ETA_MIN) == ETA0
-    r = sched("rsqrt", 2, S)
-    assert r.lr(W - 1) == ETA0 and 0 < r.lr(W - 1) - r.lr(W) < 0.01 * ETA0
-    # every cooldown starts on its curve (no jump at n_c = 900) and moves by u(n_c)/C per step afterwards
+        # W_G = 100·(t + 1) exactly: the global cosine at n = W is the autoregressive peak the warmup ended on
+        assert rec.lr(W - 1) == pytest.approx(peak_ref(t, S, W), rel=1e-12)
+        assert rec.lr(W) == pytest.approx(cos_seg((t * (S - W) + 1) / ((t + 1) * (S - W)), ETA0, ETA_MIN), rel=1e-12)
+        if t:
+            assert rec.lr(W) == pytest.approx(rec.lr(W - 1), rel=1e-12)
+    # the rsqrt: sqrt(W/n) is 1 at n = W, so the warmup's last step and the first decay step share the peak
+    for name in ("rsqrt", "rsqrt_continued", "rsqrt_autoregressive"):
+        for t in TASKS:
+            s = sched(name, t, S)
+            assert s.lr(W - 1) == pytest.approx(s.lr(W), rel=1e-12) and s.lr(W - 1) == pytest.approx(s.peak, rel=1e-12)
+    # the cooldown starts one C-th below its curve and loses a C-th of the (still decaying) curve per step
     for name in RSQRT:
         for t in (0, 3):
             s = sched(name, t, S)
-            u = uncooled_ref(name, t, 900, S, W)
-            assert s.lr(900) == pytest.approx(u, rel=1e-12)
-            assert abs(s.lr(899) - s.lr(900)) < 1e-3 * ETA0
-            steps = [s.lr(n) - s.lr(n + 1) for n in range(900, S - 1)]
-            assert steps == pytest.approx([u / 100] * len(steps), rel=1e-9)
+            u = uncooled_ref(name, t, 900, S, W, C)
+            assert s.lr(899) == pytest.approx(uncooled_ref(name, t, 899, S, W, C), rel=1e-12)
+            assert s.lr(900) == pytest.approx(u * 99 / 100, rel=1e-12)
+            assert s.lr(S - 1) == 0.0
 
 
 def test_cross_task_relations():
-    S, W = 400, 40
+    S, W, C = 400, 40, 40
+    E = S - C - W
     rsqrt0 = [sched("rsqrt", 0, S).lr(n) for n in range(S)]
-    for name in ("rsqrt_continued", "rsqrt_autoregressive"):
+    for name in ("rsqrt_continued", "rsqrt_autoregressive", "rsqrt_recovered"):
         assert [sched(name, 0, S).lr(n) for n in range(S)] == pytest.approx(rsqrt0, rel=1e-15)
-    # continued: task t resumes the one rsqrt at global step t·S (no warmup past task 0)
-    cont = sched("rsqrt_continued", 3, S)
-    assert cont.lr(0) == pytest.approx(ETA_MIN + math.sqrt(W / (3 * S + 1)) * (ETA0 - ETA_MIN), rel=1e-12)
-    # recovered: after the warmup it is the continued schedule, step for step
-    rec, cont = sched("rsqrt_recovered", 3, S), sched("rsqrt_continued", 3, S)
-    assert [rec.lr(n) for n in range(W, S)] == [cont.lr(n) for n in range(W, S)]
-    # dynamic recovery: task t's post-warmup steps are the tail of one cosine over (t+1)·S steps
+    assert [sched("rsqrt", 4, S).lr(n) for n in range(S)] == rsqrt0  # plain rsqrt restarts every task
+    for t in (1, 3):
+        cont, rec = sched("rsqrt_continued", t, S), sched("rsqrt_recovered", t, S)
+        # continued re-warms to where recovered's one long rsqrt is at its first decay step: position W + t·E
+        assert cont.peak == pytest.approx(rec.lr(W), rel=1e-12)
+        assert cont.peak == pytest.approx(ETA_MIN + math.sqrt(W / (W + t * E)) * (ETA0 - ETA_MIN), rel=1e-12)
+        # recovered's decay is that one rsqrt: position n + t·E
+        assert rec.lr(W + 7) == pytest.approx(ETA_MIN + math.sqrt(W / (W + 7 + t * E)) * (ETA0 - ETA_MIN), rel=1e-12)
+    for name in ("rsqrt_continued", "rsqrt_autoregressive", "rsqrt_recovered", "dynamic_recovery", "meta_cosine"):
+        peaks = [sched(name, t, S).lr(W - 1) for t in range(6)]
+        assert all(a > b for a, b in pairwise(peaks)), name
+    # dynamic recovery: task t's post-warmup steps are the tail of one cosine over the decay phases of tasks 0..t
     for t in (0, 2, 5):
         s = sched("dynamic_recovery", t, S)
-        tail = [cos_seg((g + 1) / ((t + 1) * S), ETA0, ETA_MIN) for g in range(t * S + W, (t + 1) * S)]
+        tail = [cos_seg((t * (S - W) + n - W + 1) / ((t + 1) * (S - W)), ETA0, ETA_MIN) for n in range(W, S)]
         assert [s.lr(n) for n in range(W, S)] == pytest.approx(tail, rel=1e-12)
-    peaks = [sched("dynamic_recovery", t, S).peak for t in range(6)]
-    assert all(a > b for a, b in pairwise(peaks))
-    # the autoregressive rsqrt peaks where meta_cosine peaks
-    for t in (1, 4):
-        assert sched("rsqrt_autoregressive", t, S).lr(W - 1) == pytest.approx(sched("meta_cosine", t, S).peak)
+
+
+def test_dynamic_recovery_rounds_its_global_warmup_like_the_reference():
+    # S = 37: W = 4, and at t = 3 the global warmup ceil(0.1·148) = 15 is one step short of 4·W = 16
+    s = sched("dynamic_recovery", 3, 37)
+    assert s.warmup_steps == 4 and s.global_warmup_steps == 15
+    assert s.lr(4) == pytest.approx(cos_seg((111 + 4 - 15 + 1) / (148 - 15), ETA0, ETA_MIN), rel=1e-12)
+    # built directly, without the fraction, W / S stands in for it
+    from fomoflux.train.schedule import DynamicRecoverySchedule
+
+    direct = DynamicRecoverySchedule(total_steps=1420, base_lr=ETA0, warmup_steps=142, min_lr=ETA_MIN, task_index=4)
+    assert direct.global_warmup_steps == 710 and direct.lr(500) == sched("dynamic_recovery", 4, 1420).lr(500)
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -267,6 +327,7 @@ def test_cosine_function_past_the_end_keeps_the_last_value():
         ("rsqrt_recovered", {"cooldown": 0.95}, r"'rsqrt_recovered': cooldown .*warmup.*0\.95"),
         ("rsqrt_autoregressive", {"cooldown": "lots"}, r"'rsqrt_autoregressive': cooldown .*'lots'"),
         ("rsqrt", {"warmup_fraction": 0.0}, r"'rsqrt': warmup_steps .*got 0"),
+        ("rsqrt_recovered", {"cooldown": 0.9}, r"'rsqrt_recovered': cooldown leaves no decay step.*0\.9"),
         ("wsd", {"decay": 2}, r"'wsd': decay .*2"),
         ("wsd", {"decay": 0.95}, r"'wsd': decay .*warmup.*0\.95"),
         ("wsd", {"decay_shape": "exp"}, r"'wsd': decay_shape .*linear, cosine, sqrt.*'exp'"),
@@ -288,13 +349,15 @@ def test_direct_construction_checks_the_warmup():
     with pytest.raises(ConfigError, match=r"'rsqrt': task_index .*-1"):
         RsqrtSchedule(total_steps=10, base_lr=1.0, warmup_steps=1, min_lr=0.0, task_index=-1)
     ok = RsqrtSchedule(total_steps=10, base_lr=1.0, warmup_steps=1, min_lr=0.0, cooldown=1 - 0.1)
-    assert ok.cooldown_steps == 9 and ok.lr(0) == 1.0 and ok.lr(1) == pytest.approx(math.sqrt(1 / 2))
+    # the cooldown starts at n = 1: sqrt(1/1)·(10 − 1 − 1)/9, then sqrt(1/2)·7/9
+    assert ok.cooldown_steps == 9 and ok.lr(0) == 1.0 and ok.lr(1) == pytest.approx(8 / 9)
+    assert ok.lr(2) == pytest.approx(math.sqrt(1 / 2) * 7 / 9)
 
 
 def test_integer_fractions_are_accepted_as_floats():
     cool = sched("rsqrt", 0, 20, cooldown=0)
     assert isinstance(cool.cooldown, float) and cool.cooldown_steps == 0 and cool.lr(19) == pytest.approx(
-        ETA_MIN + math.sqrt(2 / 20) * (ETA0 - ETA_MIN), rel=1e-12
+        ETA_MIN + math.sqrt(2 / 19) * (ETA0 - ETA_MIN), rel=1e-12
     )
     whole = make_schedule("wsd", total_steps=20, base_lr=ETA0, warmup_fraction=0, decay=1)
     assert isinstance(whole.decay, float) and whole.lr(0) == pytest.approx(ETA0 - (ETA0 - ETA_MIN) / 20, rel=1e-12)

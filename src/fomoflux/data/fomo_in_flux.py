@@ -1,8 +1,8 @@
 """The 63 datasets of the FoMo-in-Flux benchmark as registry entries.
 
 The table ``fomo_in_flux.json`` (written by ``scripts/import_fif_reference.py`` from the public release) holds each
-dataset's release name, tar URL, role, kind, classes, never-streamed classes, prompt template, caption source and
-release year. :func:`fif_registry` turns it into :class:`DatasetSpec` entries whose names are the ``DATASET`` part of
+dataset's release name, tar URL, role, kind, classes, never-streamed classes, prompt template (the authors' code's
+``PRIMER`` string, verbatim; ``prompt_source`` names the file it is from), caption source and release year. :func:`fif_registry` turns it into :class:`DatasetSpec` entries whose names are the ``DATASET`` part of
 the release's stream orderings, so the 29 reference orderings validate against it unchanged.
 """
 
@@ -33,7 +33,7 @@ def _table() -> tuple[dict[str, Any], ...]:
 
 def fif_datasets() -> list[dict[str, Any]]:
     """One dict per dataset, in the release's order (keys: name, download_name, url, role, kind, classnames,
-    unstreamed, prompt, caption_source, year).
+    unstreamed, prompt, prompt_source, caption_source, year).
 
     The table is read once; each call returns fresh copies, so a caller that edits them cannot alter later results.
     """

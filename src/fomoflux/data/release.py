@@ -26,13 +26,16 @@ Conversion
 The index of a sample is the rank of its image path among the split's annotation keys, sorted, so the same release
 always gives the same indices. Images are read in one sequential pass, in archive order (a folder: sorted path
 order), so a compressed tar is never decompressed twice for the images; the shard writer and manifest do not
-need index order. Each image's bytes go to the shard writer as they are (``fomoflux.data.shards.store_image``
-checks them and keeps them, or bounds their size). Captions (the first one is the evaluation caption):
+need index order. Each image goes to the shard writer as it is, as the member's bytes or, from a folder, the file's
+path (``fomoflux.data.shards.store_image`` checks it and keeps it, or bounds its size).
 
-- ``caption_source == "native"``: the record's ``default_caption`` (one or several);
-- ``caption_source == "generated"``: ``synthetic_merged_caption`` and ``primer_caption``, those that exist;
-
-either falling back to the spec's class prompt of the record's class when the record has none of them.
+Captions follow the reference code (``DatasetScaffold.set_data_and_targets`` in the authors' ``data_lib``, commit
+3e123d9), whatever the spec's ``caption_source``: the record's ``default_caption`` (the human captions of MSCOCO,
+Flickr30k, FSCOCO) when it has one, else its ``synthetic_merged_caption``. A field with several captions gives
+all of them, in the record's order: training draws one at random per step, evaluation takes the first (as the
+reference's ``__getitem__`` does). ``primer_caption`` (the bare class prompt) is never a training text. A record
+with neither field falls back to the spec's class prompt of its class; the reference has no caption for it then and
+its caption list silently loses alignment with its images (a defect not copied). Blank captions are dropped.
 """
 
 from __future__ import annotations
@@ -149,16 +152,16 @@ def _caption_list(value: Any, where: str, key: str, field_name: str) -> list[str
     return [v for v in values if v.strip()]
 
 
+# The annotation fields a sample's captions come from, in order of preference: the first with a caption wins.
+CAPTION_FIELDS = ("default_caption", "synthetic_merged_caption")
+
+
 def _captions(record: Mapping[str, Any], spec: DatasetSpec, where: str, key: str) -> tuple[str, ...]:
     """The sample's captions, evaluation caption first (see the module docstring); DataError when there are none."""
-    if spec.caption_source == "native":
-        captions = _caption_list(record.get("default_caption"), where, key, "default_caption")
-    else:
-        captions = []
-        for field_name in ("synthetic_merged_caption", "primer_caption"):
-            captions += _caption_list(record.get(field_name), where, key, field_name)
-    if captions:
-        return tuple(captions)
+    for field_name in CAPTION_FIELDS:
+        captions = _caption_list(record.get(field_name), where, key, field_name)
+        if captions:
+            return tuple(captions)
     classname = record.get("classname")
     if classname is None:
         raise DataError(f"{where}: {key!r} has no caption and no classname to build one from")
@@ -238,12 +241,13 @@ def _folder_root(folder: Path, name: str, first_key: str) -> Path:
     return folder
 
 
-def _folder_payloads(root: Path, wanted: Mapping[str, _Annotated]) -> Iterator[tuple[str, bytes]]:
-    """(path, bytes) of every wanted file that exists under ``root``, in sorted path order."""
+def _folder_payloads(root: Path, wanted: Mapping[str, _Annotated]) -> Iterator[tuple[str, Path]]:
+    """(path, file) of every wanted file that exists under ``root``, in sorted path order. The file, not its bytes:
+    the shard writer's worker processes read it (``fomoflux.data.shards.RawSample``)."""
     for path in sorted(wanted):
         file = root / path
         if file.is_file():
-            yield path, file.read_bytes()
+            yield path, file
 
 
 def _samples(source: Path, spec: DatasetSpec, name: str, split: str,
@@ -271,8 +275,9 @@ def _samples(source: Path, spec: DatasetSpec, name: str, split: str,
 
 def iter_release_samples(source: Path, spec: DatasetSpec, split: str, *, annotations: Path | None = None,
                          release_name: str | None = None) -> Iterator[RawSample]:
-    """The ``split`` of a release dataset as RawSamples in archive order, each image the file's bytes as they are
-    (the shard writer checks and stores them, see ``fomoflux.data.shards.store_image``).
+    """The ``split`` of a release dataset as RawSamples in archive order, each image the member's bytes as they are
+    or, from a folder, the file's path (the shard writer reads, checks and stores them, see
+    ``fomoflux.data.shards.store_image``).
 
     ``source`` is the dataset's tar (any compression ``tarfile`` reads) or the folder it was extracted into (or the
     ``<NAME>`` folder in there); ``release_name`` is ``<NAME>`` (default: ``spec.name``). Raises DataError (naming

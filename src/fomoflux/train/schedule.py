@@ -2,8 +2,18 @@
 
 Notation: S steps per task, W = ceil(warmup_fraction·S) warmup steps (0.1 by default), η0 the base lr,
 η_min = min_lr_ratio·η0 (1e-3 by default), t the 0-based task index, n the 0-based step within the task.
-Every schedule is a function of (S, W, η0, η_min, t, n) and its own options only — never of the number of tasks T,
-which a task update is not told (a stream may grow later without invalidating the tasks already trained).
+Every schedule is a function of (S, W, η0, η_min, t, n) and its own options only (``dynamic_recovery`` also of the
+warmup fraction, which it applies to a longer horizon) — never of the number of tasks T, which a task update is not
+told (a stream may grow later without invalidating the tasks already trained).
+
+The cross-task schedules are those of the authors' code (``initialize_optimizer_and_scheduler`` in
+``continual_lib/utils/base_continual_learner.py`` of pseudope/fomo_in_flux, commit 3e123d9), formula for formula:
+``meta_cosine`` is its ``cosine_with_linear_warmup_and_recovery``, ``dynamic_recovery`` its
+``cosine_with_linear_warmup_and_dynamic_recovery``, ``rsqrt`` its ``rsqrt`` and ``rsqrt_continued`` /
+``rsqrt_autoregressive`` / ``rsqrt_recovered`` its ``rsqrt_with_recovery`` with ``recovery_mode`` continued /
+autoregressive / recovered (the reference's default ``recovery_mode`` is autoregressive, which is also the peak its
+dynamic recovery warms up to). The reference builds W and the cooldown as ``int(np.ceil(fraction·S))``; here the
+product is rounded to 9 decimals first, which differs only where float noise would add a step.
 
 Two conventions run through all of them, both those of the FiF cosine:
 
@@ -91,11 +101,6 @@ def _cosine_segment(progress: float, start: float, end: float) -> float:
     return end + 0.5 * (1.0 + math.cos(math.pi * progress)) * (start - end)
 
 
-def _rsqrt_decay(step: int, warmup: int, peak: float, floor: float) -> float:
-    """floor + sqrt(W / (n + 1)) · (peak − floor): equals the peak at n = W − 1, where the warmup ends."""
-    return floor + math.sqrt(warmup / (step + 1)) * (peak - floor)
-
-
 def cosine_with_warmup(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float) -> float:
     """The FiF cosine schedule with linear warmup (module docstring); steps past the end keep the last step's value
     (η_min whenever the task has a decay phase)."""
@@ -144,6 +149,9 @@ class LRSchedule:
     min_lr: float
     task_index: int = 0
     num_tasks: int | None = None
+    # The fraction W was derived from (make_schedule passes it); None: W / S. Only schedules that lay a warmup over
+    # a longer horizon than the task read it (dynamic_recovery).
+    warmup_fraction: float | None = None
 
     name: ClassVar[str] = ""
 
@@ -160,6 +168,8 @@ class LRSchedule:
             raise self.bad("min_lr", self.min_lr, f"must lie in [0, lr = {self.base_lr}]")
         if isinstance(self.task_index, bool) or not isinstance(self.task_index, int) or self.task_index < 0:
             raise self.bad("task_index", self.task_index, "must be an integer >= 0")
+        if self.warmup_fraction is not None and not 0.0 <= self.warmup_fraction <= 1.0:
+            raise self.bad("warmup_fraction", self.warmup_fraction, "must lie in [0, 1]")
         self.validate()
 
     def bad(self, option: str, value: Any, why: str) -> ConfigError:
@@ -240,6 +250,7 @@ def make_schedule(
         min_lr=min_lr_ratio * base_lr,
         task_index=task_index,
         num_tasks=num_tasks,
+        warmup_fraction=warmup_fraction,
         **options,
     )
 
@@ -284,6 +295,7 @@ class WSDSchedule(LRSchedule):
 
     Options: ``decay`` (fraction of S, default 0.2, W + K <= S), ``decay_shape`` (default "linear").
     Non-increasing after the warmup; with decay > 0 the last step is exactly η_min (decay = 0: constant η0).
+    Ours: the reference lists a "wsd" scheduler name but builds no schedule for it.
     """
 
     decay: float = 0.2
@@ -341,26 +353,38 @@ class MetaCosineSchedule(LRSchedule):
 @register_schedule("dynamic_recovery")
 @dataclass
 class DynamicRecoverySchedule(LRSchedule):
-    """Re-warm each task to the tail of ONE global cosine from η0 to η_min over G = (t + 1)·S steps.
+    """Warm each task up to the meta-schedule's peak, then follow ONE global cosine over G = (t + 1)·S steps.
 
-    The global cosine indexes steps g = t·S + n like the task cosine does (step g at progress (g + 1)/G), so
-    ``c(g) = cos_seg((g + 1) / G; η0, η_min)`` and::
+    The reference's ``cosine_with_linear_warmup_and_dynamic_recovery``: the global cosine is its task cosine
+    (warmup, then cosine decay) evaluated at the global step g = t·S + n of a task G steps long, whose warmup is
+    W_G = ceil(f·G) with the same warmup fraction f; task t's own warmup goes up to η_max(t) (:func:`meta_peak`)::
 
-        n <  W:  warm(n; c(t·S + W))           (from 0 up to the cosine's value at the first post-warmup step)
-        n >= W:  c(t·S + n)
+        n <  W:  warm(n; η_max(t))
+        n >= W:  c(t·S + n),   c(g) = cos_seg((g − W_G + 1) / (G − W_G); η0, η_min)
 
-    Steps W − 1 and W share the peak c(t·S + W) (continuous, then non-increasing); the last step of every task is
-    exactly η_min. Task t's decay covers the last (S − W)/((t + 1)·S) of the cosine, so later tasks re-warm to
-    lower peaks and decay less. When W = S the first post-warmup step lies past the cosine's end and the peak is η_min.
+    g never falls into the global warmup (t·S + W >= W_G). When W_G = (t + 1)·W (f·S a whole number, e.g. S = 1420)
+    the decay covers the concatenated decay phases of tasks 0..t, p = (t·D + n − W + 1)/((t + 1)·D), D = S − W,
+    and c at n = W is exactly η_max(t) for t >= 1: continuous, then non-increasing. Otherwise (W_G < (t + 1)·W, from
+    rounding) the warmup peak and c(t·S + W) differ slightly. Task 0 is the plain cosine; the last step of every
+    task is exactly η_min.
     """
 
     @property
     def peak(self) -> float:
-        return self.global_cosine(self.task_index * self.total_steps + self.warmup_steps)
+        return meta_peak(self.task_index, self.total_steps, self.warmup_steps, self.base_lr, self.min_lr)
+
+    @property
+    def global_warmup_steps(self) -> int:
+        """W_G = ceil(f·(t + 1)·S), f the warmup fraction (W / S when the schedule was built without it)."""
+        span = (self.task_index + 1) * self.total_steps
+        if self.warmup_fraction is None:
+            return _fraction_of_steps(span, self.warmup_steps / self.total_steps) if self.total_steps else 0
+        return _fraction_of_steps(span, self.warmup_fraction)
 
     def global_cosine(self, global_step: int) -> float:
         span = (self.task_index + 1) * self.total_steps
-        return _cosine_segment((global_step + 1) / span, self.base_lr, self.min_lr)
+        warmup = self.global_warmup_steps
+        return _cosine_segment((global_step - warmup + 1) / (span - warmup), self.base_lr, self.min_lr)
 
     def value(self, step: int) -> float:
         if step < self.warmup_steps:
@@ -369,19 +393,24 @@ class DynamicRecoverySchedule(LRSchedule):
 
 
 # -- infinite (rsqrt) schedules --------------------------------------------------------------------------------------
+def _rsqrt(position: int, warmup: int, peak: float, floor: float) -> float:
+    """floor + sqrt(W / position) · (peak − floor): the reference's rsqrt decay, the peak at position W."""
+    return floor + math.sqrt(warmup / position) * (peak - floor)
+
+
 @dataclass
 class _RsqrtCooldown(LRSchedule):
-    """The shared part of the rsqrt family: an uncooled curve u(n) per variant, then the cooldown.
+    """The shared shape of the rsqrt family (the reference's ``rsqrt`` and ``rsqrt_with_recovery``).
 
-    With C = ceil(cooldown·S) cooldown steps starting at n_c = S − C::
+    With a per-variant peak P_t and decay curve u(n), and C = ceil(cooldown·S) cooldown steps from n_c = S − C::
 
-        n <  n_c:  u(n)
-        n >= n_c:  u(n_c) · (S − n) / C
+        n <  W:          P_t · (n + 1) / W
+        W <= n < n_c:    u(n)
+        n >= n_c:        u(n) · (S − n − 1) / C
 
-    a straight line from the curve's own value at the first cooldown step (no jump) to 0 at n = S, the end of the
-    task. The line reaches 0 after the last step rather than at it, so every one of the S steps trains (the last at
-    u(n_c)/C); a step at lr 0 would be wasted compute. Options: ``cooldown`` (fraction of S, default 0.1);
-    W + C <= S, and W >= 1 whenever S >= 1 (the decay sqrt(W/(n + 1)) is scaled by the warmup length).
+    The cooldown scales the decay curve's value at the step itself down linearly; its last step, n = S − 1, trains
+    at lr 0 (as in the reference). Options: ``cooldown`` (fraction of S, default 0.1); W + C <= S, and W >= 1
+    whenever S >= 1 (the decay sqrt(W/n) is scaled by the warmup length).
     """
 
     cooldown: float = 0.1
@@ -393,102 +422,120 @@ class _RsqrtCooldown(LRSchedule):
                            f"{cooldown_steps} cooldown + {self.warmup_steps} warmup > {self.total_steps} steps")
         if self.total_steps > 0 and self.warmup_steps == 0:
             raise self.bad("warmup_steps", self.warmup_steps,
-                           "must be >= 1: the rsqrt decay sqrt(W/(n+1)) is scaled by the warmup (warmup_fraction > 0)")
+                           "must be >= 1: the rsqrt decay sqrt(W/n) is scaled by the warmup (warmup_fraction > 0)")
 
     @property
     def cooldown_steps(self) -> int:
         return _fraction_of_steps(self.total_steps, self.cooldown)
 
+    @property
+    def decay_steps(self) -> int:
+        """S − C − W: the steps of a task between its warmup and its cooldown."""
+        return self.total_steps - self.cooldown_steps - self.warmup_steps
+
+    @property
+    def peak(self) -> float:
+        """P_t, what the warmup of task t rises to."""
+        return self.base_lr
+
     def uncooled(self, step: int) -> float:  # pragma: no cover - interface
+        """u(n) for W <= n < S."""
         raise NotImplementedError
 
-    def continued(self, global_step: int) -> float:
-        """r(g): one infinite rsqrt over the global step g = t·S + n, warmup only over g < W (task 0)."""
-        if global_step < self.warmup_steps:
-            return _warmup(global_step, self.warmup_steps, self.base_lr)
-        return _rsqrt_decay(global_step, self.warmup_steps, self.base_lr, self.min_lr)
-
     def value(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return _warmup(step, self.warmup_steps, self.peak)
         cooldown_start = self.total_steps - self.cooldown_steps
         if step < cooldown_start:
             return self.uncooled(step)
-        return self.uncooled(cooldown_start) * (self.total_steps - step) / self.cooldown_steps
+        return self.uncooled(step) * (self.total_steps - step - 1) / self.cooldown_steps
 
 
 @register_schedule("rsqrt")
 @dataclass
 class RsqrtSchedule(_RsqrtCooldown):
-    """The infinite (reciprocal square root) schedule, restarted every task, then the cooldown of the family::
+    """The infinite (reciprocal square root) schedule, restarted every task (the reference's ``rsqrt``)::
 
-        u(n) = warm(n; η0)                              n <  W
-        u(n) = η_min + sqrt(W / (n + 1)) · (η0 − η_min)  n >= W
+        P_t = η0,   u(n) = η_min + sqrt(W / n) · (η0 − η_min)
 
-    The offset n + 1 (not n) makes the decay branch equal η0 at n = W − 1, exactly where the warmup peaks, so the
-    curve is continuous and strictly decreasing after the peak (and never divides by zero); it is the "+1" of the
-    cosine's progress (n − W + 1)/(S − W). Cooldown: :class:`_RsqrtCooldown` (u(n_c)·(S − n)/C over the last
-    C steps).
+    so steps W − 1 (the warmup's last) and W both train at η0; then the family's cooldown (:class:`_RsqrtCooldown`).
     """
 
     def uncooled(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return _warmup(step, self.warmup_steps, self.base_lr)
-        return _rsqrt_decay(step, self.warmup_steps, self.base_lr, self.min_lr)
+        return _rsqrt(step, self.warmup_steps, self.base_lr, self.min_lr)
 
 
 @register_schedule("rsqrt_continued")
 @dataclass
 class RsqrtContinuedSchedule(_RsqrtCooldown):
-    """One infinite rsqrt across the stream, with the global step g = t·S + n (every task has S steps, W warmup)::
+    """Each task re-warms to where one rsqrt over the decay steps of the tasks before would be, and restarts the rsqrt
+    shape below that peak (the reference's ``rsqrt_with_recovery``, ``recovery_mode: continued``)::
 
-        u(n) = r(t·S + n),   r(g) = warm(g; η0) for g < W,  η_min + sqrt(W / (g + 1)) · (η0 − η_min) for g >= W
+        P_t  = η_min + sqrt(W / (W + t·(S − C − W))) · (η0 − η_min)
+        u(n) = η_min + sqrt(W / n) · (P_t − η_min)
 
-    so only task 0 warms up; each task then cools down to 0 over its last C steps and the next task resumes the
-    rsqrt at its own global position (a jump from u(n_c)/C up to r(t·S)). Task 0 equals ``rsqrt``.
+    then the family's cooldown. Task 0 equals ``rsqrt``.
     """
 
+    @property
+    def peak(self) -> float:
+        return _rsqrt(self.warmup_steps + self.task_index * self.decay_steps, self.warmup_steps, self.base_lr,
+                      self.min_lr)
+
     def uncooled(self, step: int) -> float:
-        return self.continued(self.task_index * self.total_steps + step)
+        return _rsqrt(step, self.warmup_steps, self.peak, self.min_lr)
 
 
 @register_schedule("rsqrt_autoregressive")
 @dataclass
 class RsqrtAutoregressiveSchedule(_RsqrtCooldown):
-    """The rsqrt shape inside each task with the meta-schedule's peak η_max(t) (:func:`meta_peak`)::
+    """The rsqrt shape inside each task below an autoregressive peak (the reference's ``rsqrt_with_recovery``,
+    ``recovery_mode: autoregressive``, its default)::
 
-        u(n) = warm(n; η_max(t))                                 n <  W
-        u(n) = η_min + sqrt(W / (n + 1)) · (η_max(t) − η_min)     n >= W
+        P_t  = η_min + sqrt((t + 1)·W / (t·S + W)) · (η0 − η_min)
+        u(n) = η_min + sqrt(W / n) · (P_t − η_min)
 
-    then the family's cooldown. Task 0 equals ``rsqrt``; later tasks peak lower, by the same factors as meta_cosine.
+    then the family's cooldown. Task 0 equals ``rsqrt``; for S = 1420 the peak falls to about 0.33 η0 at t = 19.
     """
 
     @property
     def peak(self) -> float:
-        return meta_peak(self.task_index, self.total_steps, self.warmup_steps, self.base_lr, self.min_lr)
+        t, warmup = self.task_index, self.warmup_steps
+        share = math.sqrt((t + 1) * warmup / (t * self.total_steps + warmup))
+        return self.min_lr + share * (self.base_lr - self.min_lr)
 
     def uncooled(self, step: int) -> float:
-        peak = self.peak
-        if step < self.warmup_steps:
-            return _warmup(step, self.warmup_steps, peak)
-        return _rsqrt_decay(step, self.warmup_steps, peak, self.min_lr)
+        return _rsqrt(step, self.warmup_steps, self.peak, self.min_lr)
 
 
 @register_schedule("rsqrt_recovered")
 @dataclass
 class RsqrtRecoveredSchedule(_RsqrtCooldown):
-    """Re-warm every task to the continued rsqrt r(g) (see ``rsqrt_continued``), then follow it::
+    """One rsqrt continued across the decay steps of all tasks (the reference's ``rsqrt_with_recovery``,
+    ``recovery_mode: recovered``); with E = S − C − W::
 
-        u(n) = warm(n; r(t·S + W))    n <  W   (up to r's value at the task's first post-warmup step)
-        u(n) = r(t·S + n)             n >= W
+        P_0 = η0,   P_t = η_min + sqrt(W / (2·t·E)) · (η0 − η_min)   (t >= 1)
+        u(n) = η_min + sqrt(W / (n + t·E)) · (η0 − η_min)
 
-    then the family's cooldown. As in ``dynamic_recovery``, steps W − 1 and W share the peak; unlike
-    ``rsqrt_continued`` no task starts with a jump (each ramps up from (1/W)·r(t·S + W)).
+    then the family's cooldown. The warmup peak is the reference's: its position t·E is offset by t·E once more, so
+    for t >= 1 the warmup ends below u(W) and the lr rises once more at n = W (e.g. 0.25 η0 to 0.33 η0 at t = 1 for
+    S = 1420). It needs E >= 1 (the reference divides by zero otherwise from the second task on).
     """
+
+    def validate(self) -> None:
+        super().validate()
+        # Checked for task 0 too (which would not divide by E), so that the plan-time check of the first task
+        # catches what would fail from the second on.
+        if self.total_steps > 0 and self.decay_steps < 1:
+            raise self.bad("cooldown", self.cooldown, f"leaves no decay step between the {self.warmup_steps} warmup "
+                           f"and {self.cooldown_steps} cooldown steps of the {self.total_steps}, which the peak of a "
+                           "task after the first is scaled by")
 
     @property
     def peak(self) -> float:
-        return self.continued(self.task_index * self.total_steps + self.warmup_steps)
+        if self.task_index == 0:
+            return self.base_lr
+        return _rsqrt(2 * self.task_index * self.decay_steps, self.warmup_steps, self.base_lr, self.min_lr)
 
     def uncooled(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return _warmup(step, self.warmup_steps, self.peak)
-        return self.continued(self.task_index * self.total_steps + step)
+        return _rsqrt(step + self.task_index * self.decay_steps, self.warmup_steps, self.base_lr, self.min_lr)
