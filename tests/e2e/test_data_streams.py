@@ -67,7 +67,9 @@ def test_every_ordering_and_mixture_runs_with_its_figures(tmp_path):
 
     project = make_project(tmp_path / "project")
     project.edit_config(_streams_and_mixtures)
-    project.snakemake()
+    # 14 runs of 2 tasks: ~8 min on 2 idle cores; the limit only guards against a hang, and a loaded machine
+    # (seen: load 8 on 2 cores) more than doubles the time.
+    project.snakemake(timeout=1800)
 
     for comparison in ("orderings", "mixtures"):
         for ext in ("png", "pdf"):

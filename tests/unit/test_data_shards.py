@@ -16,6 +16,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from PIL import Image
 
 from fomoflux.data.catalog import build_catalog, select_rows
@@ -26,7 +27,10 @@ from fomoflux.data.shards import (
     MANIFEST_SCHEMA,
     RawSample,
     SkipLog,
+    _ShardFile,
+    _ustar_header,
     build_dataset,
+    jpeg_frame_size,
     read_manifest,
     store_image,
     write_dataset,
@@ -403,3 +407,72 @@ def test_a_truncated_jpeg_is_an_error_naming_it_or_a_counted_skip(tmp_path, work
     assert read_manifest(tmp_path / "m").height == len(MIXED) - 1
     with pytest.raises(DataError, match="all 1 samples were skipped"):
         write_dataset({"train": [samples[5]]}, dataset="mixed", out_dir=tmp_path / "n", on_bad_sample="skip")
+
+
+def test_jpeg_frame_size_is_pils_size_for_every_kind_of_jpeg():
+    for name, (data, stored_format, _) in MIXED.items():
+        if data[:3] == b"\xff\xd8\xff":
+            assert jpeg_frame_size(data) == Image.open(io.BytesIO(data)).size, name
+    with pytest.raises(ValueError, match="no frame header"):
+        jpeg_frame_size(b"\xff\xd8\xff\xd9")  # SOI, EOI: complete, but not a picture
+
+
+@pytest.mark.parametrize("name", ["k/train/00000001.jpg", "new_shapes/test/12345678.json", "é/x.txt", "n" * 100,
+                                  "a/" * 60 + "long.jpg"])
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 25_000, 8 ** 11 - 1])
+def test_hand_built_tar_headers_are_tarfiles(name, size):
+    info = tarfile.TarInfo(name)
+    info.size = size
+    assert _ustar_header(name, size) == info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
+
+
+def test_whole_shard_file_is_what_tarfile_writes(tmp_path):
+    members = [("a/train/00000000.jpg", MIXED["jpeg"][0]), ("a/train/00000000.txt", b"x"), ("a/x.json", b"")]
+    ours, theirs = tmp_path / "ours.tar", tmp_path / "theirs.tar"
+    with open(ours, "wb") as handle:
+        shard = _ShardFile(handle)
+        spans = [shard.add(name, data) for name, data in members]
+        shard.close()
+    with tarfile.open(theirs, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert ours.read_bytes() == theirs.read_bytes()
+    raw = ours.read_bytes()
+    assert [raw[start:start + length] for start, length in spans] == [data for _, data in members]
+
+
+def test_samples_given_as_paths_are_read_by_the_workers(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    samples = []
+    for i, (name, (data, _, _)) in enumerate(MIXED.items()):
+        (folder / f"{i}.bin").write_bytes(data)
+        samples.append(RawSample(index=i, image=folder / f"{i}.bin", captions=(f"a {name}",)))
+    from_paths = write_dataset({"train": samples}, dataset="mixed", out_dir=tmp_path / "p" / "mixed", shard_size=2,
+                               max_image_side=BOUND, workers=2)
+    from_bytes = write_dataset({"train": [RawSample(index=s.index, image=s.image.read_bytes(), captions=s.captions)
+                                          for s in samples]},
+                               dataset="mixed", out_dir=tmp_path / "b" / "mixed", shard_size=2, max_image_side=BOUND)
+    assert {p.name: p.read_bytes() for p in from_paths.iterdir()} == {p.name: p.read_bytes()
+                                                                      for p in from_bytes.iterdir()}
+    # A file that cannot be read is an error naming it, also where bad images are skipped: the source is broken.
+    (folder / "3.bin").unlink()
+    with pytest.raises(DataError, match=r"cannot read .*3\.bin"):
+        write_dataset({"train": samples}, dataset="mixed", out_dir=tmp_path / "q", workers=2, on_bad_sample="skip")
+    assert not (tmp_path / "q").exists()
+
+
+def test_read_pixels_are_read_image_pixels_for_every_format(tmp_path):
+    from fomoflux.data.loading import READ_COLUMNS, DiskSamples
+
+    out = _write_mixed(tmp_path / "mixed", workers=1)
+    rows = read_manifest(out).sort("split", "index")
+    samples = DiskSamples(tmp_path, rows.select(READ_COLUMNS))
+    assert {"jpg", "png"} <= set(rows["image_format"])
+    for i in range(len(samples)):
+        for min_side in (None, 16, 40):  # 16: the wide JPEG (64 px high) takes PIL's reduced-scale decode
+            want = torch.from_numpy(np.array(samples.read_image(i, min_side=min_side))).permute(2, 0, 1)
+            got = samples.read_pixels(i, min_side=min_side)
+            assert got.dtype == torch.uint8 and torch.equal(got, want), (rows["caption"][i], min_side)

@@ -53,6 +53,10 @@ class SampleSet:
 
         return Image.fromarray(self.images[int(i)].permute(1, 2, 0).numpy())
 
+    def read_pixels(self, i: int, min_side: int | None = None) -> torch.Tensor:
+        """Sample ``i`` as uint8 [3, H, W] (a view of the stored images)."""
+        return self.images[int(i)]
+
     def read_captions(self, i: int) -> tuple[str, ...]:
         return self.captions[int(i)]
 

@@ -18,11 +18,12 @@ re-encoded, as JPEG when the source is lossy (lossy WebP), else as PNG (BMP, GIF
 benchmark's generated images). Nothing is cropped: the loader resizes and crops at read time.
 
 Writing runs in ``workers`` processes: the main process reads the samples in order (an importer streams them from
-its archive in one pass) and hands shard-sized chunks to the workers, which check, encode and write whole shard
-files and return their manifest rows; a split whose samples a worker can draw itself (``DrawnSplit``, the mini
+its archive in one pass; samples of a folder carry only their file's path) and hands shard-sized chunks to the
+workers, which read the files, check, encode and write whole shard files and return their manifest rows; a split whose samples a worker can draw itself (``DrawnSplit``, the mini
 benchmark) is handed out as index ranges instead. At most ``workers + 1`` chunks are in flight, so memory is bounded
 by a few shards of source bytes, and results are put together in shard order: the same samples give byte-identical
-shards and manifest whatever the number of workers (tar headers carry mtime 0 and no user names).
+shards and manifest whatever the number of workers (tar headers carry mtime 0 and no user names, see
+``_ShardFile``).
 
 The directory appears atomically: everything is written into a temporary sibling and renamed onto the final path
 at the end, so a killed or failing job never leaves a directory that looks complete.
@@ -39,7 +40,6 @@ import multiprocessing
 import os
 import re
 import shutil
-import sys
 import tarfile
 import tempfile
 from collections import deque
@@ -52,9 +52,10 @@ from typing import TYPE_CHECKING, NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
-from tqdm import tqdm
 
 from fomoflux.errors import ConfigError, DataError
+from fomoflux.io import honour_umask
+from fomoflux.progress import progress
 
 if TYPE_CHECKING:
     import polars as pl
@@ -102,12 +103,14 @@ _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 class RawSample:
     """One sample before it is written.
 
-    ``image``: a PIL image (generated data) or the source file's encoded bytes, stored as ``store_image`` says.
+    ``image``: a PIL image (generated data), the source file's encoded bytes, or the path of the source file: then
+    the process that writes the shard reads it, so a folder of images is sharded without passing its bytes between
+    processes. Stored as ``store_image`` says.
     ``origin``: where the sample came from (e.g. ``archive X: member Y``), for error messages and the skip log.
     """
 
     index: int
-    image: Image.Image | bytes
+    image: Image.Image | bytes | Path
     captions: tuple[str, ...]
     class_id: int = -1
     class_name: str | None = None
@@ -176,13 +179,19 @@ def store_image(image: Image.Image | bytes, max_side: int = MAX_IMAGE_SIDE) -> S
     if isinstance(image, Image.Image):
         return _encode(image, "jpg" if min(image.size) > max_side else "png", max_side)
     data = bytes(image)
+    if data[:3] == _JPEG_SOI:
+        # The common case (web and release photos, cameras' multi-picture MPO files too) without PIL: the segment
+        # walk that checks the file is complete also finds its size, at half the cost of Image.open's header parse.
+        try:
+            width, height = jpeg_frame_size(data)
+        except ValueError as exc:
+            raise DataError(f"not a readable image (JPEG: {exc})") from exc
+        if min(width, height) <= max_side:
+            return StoredImage("jpg", data, width, height)
     try:
         source = Image.open(io.BytesIO(data))
         if min(source.size) > max_side:
             return _encode(source, "jpg", max_side)
-        if source.format in ("JPEG", "MPO"):  # MPO: a camera's multi-picture JPEG; decoders read its first image
-            check_jpeg_complete(data)
-            return StoredImage("jpg", data, *source.size)
         if source.format == "PNG":
             source.verify()  # every chunk's CRC up to IEND: a cut or damaged file fails, no pixel is inflated
             return StoredImage("png", data, *source.size)
@@ -217,18 +226,24 @@ _JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff])")
 # The end of a scan's entropy-coded data: the first marker that is not a restart marker RST0-7 (0xD0-0xD7).
 # Spelled with a literal first byte, which lets the regex engine skip to each 0xFF (10x faster than "\xff+").
 _JPEG_SCAN_END = re.compile(rb"\xff\xff*[^\x00\xd0-\xd7\xff]")
+_JPEG_SOI = b"\xff\xd8\xff"
+# Start-of-frame markers (baseline, extended, progressive, lossless; Huffman or arithmetic): all but DHT (C4), the
+# reserved JPG (C8) and DAC (CC) in C0-CF. Their segment holds precision, height and width.
+_JPEG_SOF_CODES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
-def check_jpeg_complete(data: bytes) -> None:
-    """Raises ValueError unless the JPEG's segments chain from SOI to an EOI marker.
+def jpeg_frame_size(data: bytes, check_complete: bool = True) -> tuple[int, int]:
+    """The (width, height) of a JPEG's frame; raises ValueError unless its segments chain from SOI to an EOI marker
+    (with ``check_complete=False``: to the frame header, where the walk then stops: a few microseconds).
 
     The walk follows each segment's length and each scan's entropy-coded data to the marker after it, so it reads
     all the data: a file cut off anywhere (an interrupted download or copy) has no EOI where the chain ends, a
-    damaged length breaks the chain. With ``Image.open``'s header parse it costs ~40 us for a 300 px photo, a tenth
-    of libjpeg's 1/8-scale decode (PIL's ``draft``, ~380 us: it still Huffman-decodes every coefficient), which
-    would catch little more, as libjpeg only warns about corrupt entropy-coded data (benchmarks/bench_sharding.py).
+    damaged length breaks the chain. It costs ~35 us for a 300 px photo, a tenth of libjpeg's 1/8-scale decode
+    (PIL's ``draft``, ~380 us: it still Huffman-decodes every coefficient), which would catch little more, as
+    libjpeg only warns about corrupt entropy-coded data (benchmarks/bench_sharding.py).
     """
     pos, end = 2, len(data)  # after SOI
+    size = None
     while True:
         marker = _JPEG_MARKER.match(data, pos)
         if marker is None:
@@ -236,7 +251,9 @@ def check_jpeg_complete(data: bytes) -> None:
                              else f"JPEG has no marker where one must be (byte {pos})")
         code, pos = marker.group(1)[0], marker.end()
         if code == 0xD9:  # EOI; anything after it (camera trailers) is ignored by every decoder
-            return
+            if size is None:
+                raise ValueError("JPEG has no frame header (SOF marker)")
+            return size
         if 0xD0 <= code <= 0xD7 or code == 0x01:  # RSTn, TEM: markers without a length
             continue
         length = int.from_bytes(data[pos:pos + 2], "big")
@@ -244,6 +261,15 @@ def check_jpeg_complete(data: bytes) -> None:
             raise ValueError("JPEG is cut off (a segment runs past the end of the file)")
         if length < 2:
             raise ValueError(f"JPEG has a segment of impossible length {length} (byte {pos})")
+        if code in _JPEG_SOF_CODES and size is None:
+            if length < 8:
+                raise ValueError(f"JPEG frame header is too short (byte {pos})")
+            height, width = int.from_bytes(data[pos + 3:pos + 5], "big"), int.from_bytes(data[pos + 5:pos + 7], "big")
+            if width == 0 or height == 0:  # height 0 means "given later by a DNL marker": no reader here handles it
+                raise ValueError(f"JPEG frame header gives a size of {width}x{height}")
+            size = (width, height)
+            if not check_complete:
+                return size
         pos += length
         if code == 0xDA:  # SOS: the scan's entropy-coded data follows the header
             scan_end = _JPEG_SCAN_END.search(data, pos)
@@ -315,14 +341,71 @@ def _check_sample(sample: RawSample, where: str) -> None:
                         f"{sample.class_name!r} (both or neither)")
 
 
-def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> tuple[int, int]:
-    """Append a regular file (mtime 0, uid/gid 0, no user names: the same bytes on any machine); returns the
-    offset of its data in the shard file and its length. The data ends the member, padded to a whole block."""
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-    padded = -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-    return tar.offset - padded, len(data)
+class _ShardFile:
+    """A tar shard written member by member, recording where each member's data lies.
+
+    Each member is a regular file with mode 0644, uid/gid 0, mtime 0 and no user names, so the same samples give
+    the same bytes on any machine. The 512-byte ustar header is built here rather than by ``tarfile.TarInfo``,
+    whose general-purpose ``tobuf`` costs ~40 us a member, a quarter of the time of sharding a 25 KB JPEG (3
+    members) when the bytes only have to be copied (benchmarks/bench_scale.py). The headers are byte-identical to
+    tarfile's (tests/unit/test_data_shards.py), and a name that does not fit ustar's 100-byte field (never a
+    ``tar_key``, which is ASCII and short) falls back to tarfile.
+    """
+
+    def __init__(self, handle: io.BufferedWriter) -> None:
+        self.handle = handle
+        self.offset = 0
+
+    def add(self, name: str, data: bytes) -> tuple[int, int]:
+        """Append one member; returns the offset of its data in the file and its length."""
+        header = _ustar_header(name, len(data))
+        padding = -len(data) % tarfile.BLOCKSIZE
+        self.handle.write(header)
+        self.handle.write(data)
+        self.handle.write(_ZERO_BLOCK[:padding])
+        start = self.offset + len(header)
+        self.offset = start + len(data) + padding
+        return start, len(data)
+
+    def close(self) -> None:
+        """The end-of-archive marker (two zero blocks), then zeros up to a whole tar record, as tarfile writes."""
+        self.handle.write(_ZERO_BLOCK * 2)
+        self.offset += 2 * tarfile.BLOCKSIZE
+        self.handle.write(bytes(-self.offset % tarfile.RECORDSIZE))
+
+
+_ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
+# The fixed fields of a regular-file ustar header: mode 0644, uid 0, gid 0 (offsets 100-123), mtime 0 (136), type
+# '0' (156), magic "ustar\0" and version "00" (257); the name (0), the size (124) and the checksum (148) go in per file.
+_USTAR_TEMPLATE = bytearray(tarfile.BLOCKSIZE)
+_USTAR_TEMPLATE[100:124] = b"0000644\x000000000\x000000000\x00"
+_USTAR_TEMPLATE[136:148] = b"00000000000\x00"
+_USTAR_TEMPLATE[156:157] = b"0"
+_USTAR_TEMPLATE[257:265] = b"ustar\x0000"
+
+
+def _ustar_header(name: str, size: int) -> bytes:
+    encoded = name.encode("utf-8")
+    if len(encoded) > 100 or size >= 8 ** 11:
+        info = tarfile.TarInfo(name)
+        info.size = size
+        return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
+    header = _USTAR_TEMPLATE.copy()
+    header[:len(encoded)] = encoded
+    header[124:136] = b"%011o\x00" % size
+    # The checksum is the byte sum of the header with its own field read as eight spaces (POSIX ustar).
+    header[148:156] = b"%06o\x00 " % (sum(header) + 8 * ord(" "))
+    return bytes(header)
+
+
+def _source(sample: RawSample, where: str, origin: str) -> Image.Image | bytes:
+    """The sample's image, reading it when it is a path (in the process that writes the shard)."""
+    if not isinstance(sample.image, Path):
+        return sample.image
+    try:
+        return sample.image.read_bytes()
+    except OSError as exc:  # a source that vanished or cannot be read is not a bad image: never skipped
+        raise DataError(f"{where}: {origin}: cannot read {sample.image} ({exc.strerror or exc})") from None
 
 
 def _write_shard(job: _ShardJob) -> _ShardResult:
@@ -331,30 +414,32 @@ def _write_shard(job: _ShardJob) -> _ShardResult:
     where = f"dataset {job.dataset!r} split {job.split!r}"
     rows, skipped = _ManifestRows(), []
     with open(job.path, "wb") as handle:
-        with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for sample in samples:
-                _check_sample(sample, where)
-                origin = sample.origin or f"sample {sample.index}"
-                try:
-                    image = store_image(sample.image, job.max_image_side)
-                except DataError as exc:
-                    if job.on_bad_sample == "error":
-                        raise DataError(f"{where}: {origin}: {exc}") from None
-                    skipped.append((origin, f"{where}: {exc}"))
-                    continue
-                key = tar_key(job.dataset, job.split, sample.index)
-                meta = {"dataset": job.dataset, "split": job.split, "index": sample.index,
-                        "class_id": sample.class_id, "class_name": sample.class_name,
-                        "captions": list(sample.captions)}
-                image_span = _add_member(tar, f"{key}.{image.format}", image.data)
-                txt_span = _add_member(tar, f"{key}.txt", sample.captions[0].encode("utf-8"))
-                json_span = _add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode("utf-8"))
-                rows.add(dataset=job.dataset, split=job.split, index=sample.index, key=key, shard=job.shard,
-                         class_id=sample.class_id, class_name=sample.class_name, caption=sample.captions[0],
-                         captions=list(sample.captions), image_format=image.format, width=image.width,
-                         height=image.height, image_offset=image_span[0], image_length=image_span[1],
-                         txt_offset=txt_span[0], txt_length=txt_span[1], json_offset=json_span[0],
-                         json_length=json_span[1])
+        tar = _ShardFile(handle)
+        for sample in samples:
+            _check_sample(sample, where)
+            origin = sample.origin or f"sample {sample.index}"
+            source = _source(sample, where, origin)
+            try:
+                image = store_image(source, job.max_image_side)
+            except DataError as exc:
+                if job.on_bad_sample == "error":
+                    raise DataError(f"{where}: {origin}: {exc}") from None
+                skipped.append((origin, f"{where}: {exc}"))
+                continue
+            key = tar_key(job.dataset, job.split, sample.index)
+            meta = {"dataset": job.dataset, "split": job.split, "index": sample.index,
+                    "class_id": sample.class_id, "class_name": sample.class_name,
+                    "captions": list(sample.captions)}
+            image_span = tar.add(f"{key}.{image.format}", image.data)
+            txt_span = tar.add(f"{key}.txt", sample.captions[0].encode("utf-8"))
+            json_span = tar.add(f"{key}.json", json.dumps(meta, sort_keys=True).encode("utf-8"))
+            rows.add(dataset=job.dataset, split=job.split, index=sample.index, key=key, shard=job.shard,
+                     class_id=sample.class_id, class_name=sample.class_name, caption=sample.captions[0],
+                     captions=list(sample.captions), image_format=image.format, width=image.width,
+                     height=image.height, image_offset=image_span[0], image_length=image_span[1],
+                     txt_offset=txt_span[0], txt_length=txt_span[1], json_offset=json_span[0],
+                     json_length=json_span[1])
+        tar.close()
         handle.flush()
         os.fsync(handle.fileno())
     return _ShardResult(job.split, rows.columns, skipped)
@@ -449,14 +534,14 @@ def write_dataset(samples_by_split: Mapping[str, Iterable[RawSample]], *, datase
         raise DataError(f"{out_dir} exists and is not empty (pass overwrite=True to replace it)")
     skipped = skipped if skipped is not None else SkipLog()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    # mkdtemp makes 0700; the folder becomes the output, so it gets the umask's mode (fomoflux.io.honour_umask).
+    tmp = honour_umask(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         jobs = _shard_jobs(samples_by_split, dataset=dataset, tmp_dir=tmp, rel_dir=out_dir.name,
                            shard_size=shard_size, max_image_side=max_image_side, on_bad_sample=on_bad_sample)
         rows = _ManifestRows()
         seen: dict[str, set[int]] = {split: set() for split in samples_by_split}
-        bar = tqdm(desc=dataset, unit="img", total=_sample_count(samples_by_split), file=sys.stderr,
-                   mininterval=1.0)
+        bar = progress(_sample_count(samples_by_split), f"shard {dataset}", unit="img", interval_s=30)
         left_out = dict.fromkeys(samples_by_split, 0)
         with contextlib.closing(_in_order(_write_shard, jobs, workers)) as results, bar:
             for result in results:
@@ -468,7 +553,7 @@ def write_dataset(samples_by_split: Mapping[str, Iterable[RawSample]], *, datase
                     skipped.add(origin, reason)
                 left_out[result.split] += len(result.skipped)
                 rows.extend(result.columns)
-                bar.update(len(result.columns["index"]) + len(result.skipped))
+                bar.advance(len(result.columns["index"]) + len(result.skipped))
         for split, count in left_out.items():
             if count and not seen[split]:
                 raise DataError(f"dataset {dataset!r} split {split!r}: all {count} samples were skipped (none has a "

@@ -166,24 +166,34 @@ class TaskBatches(torch.utils.data.Dataset):
         gen = torch.Generator().manual_seed(step_seed(self.seed, self.task_index, step, f"{self.salt}:augment"))
         return torch.rand(self.batch_size, CROP_ATTEMPTS, 4, generator=gen, dtype=torch.float64).numpy()
 
-    def _augmented(self, source, indices: list[int], uniforms: np.ndarray) -> torch.Tensor:
-        """uint8 [n, 3, S, S]: each image cropped to its box and resized (bicubic, antialiased) by torch's uint8
-        kernel, about 2.5x faster than PIL's bicubic resize, and written straight into the batch."""
+    def _augment_into(self, out: torch.Tensor, source, indices: list[int], uniforms: np.ndarray) -> None:
+        """Write uint8 [n, 3, S, S] into ``out``: each image cropped to its box and resized (bicubic, antialiased)
+        by torch's uint8 kernel, about 2.5x faster than PIL's bicubic resize. The crop is handed to the kernel
+        channels-last (HWC in memory), the layout its vectorised path takes, 1.3x faster than a strided view; the
+        kernel returns NCHW, the batch's layout, so the result is written with a plain copy."""
         size = self.image_size
-        out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
         for k, index in enumerate(indices):
-            pixels = torch.from_numpy(np.array(source.read_image(index, min_side=size)))  # [H, W, 3]
-            left, top, right, bottom = crop_box(pixels.shape[1], pixels.shape[0], uniforms[k], self.augmentation)
-            crop = pixels[top:bottom, left:right].permute(2, 0, 1).unsqueeze(0)
+            pixels = source.read_pixels(index, min_side=size)  # [3, H, W]
+            left, top, right, bottom = crop_box(pixels.shape[2], pixels.shape[1], uniforms[k], self.augmentation)
+            crop = pixels[None, :, top:bottom, left:right].contiguous(memory_format=torch.channels_last)
             if crop.shape[-2:] != (size, size):
                 crop = torch.nn.functional.interpolate(crop, size=(size, size), mode="bicubic", antialias=True)
             out[k] = crop[0]
-        return out
+
+    def _batch_tensor(self) -> torch.Tensor:
+        """The uint8 [b, 3, S, S] the step's images are written into. In a DataLoader worker it is allocated in
+        shared memory, as torch's own collate does, so that sending it to the main process copies nothing (a
+        plain tensor is copied into shared memory on the way: 77 MB a step at B = 512, 224 px)."""
+        shape = (len(self.positions), 3, self.image_size, self.image_size)
+        if torch.utils.data.get_worker_info() is None:
+            return torch.empty(shape, dtype=torch.uint8)
+        storage = torch.UntypedStorage._new_shared(math.prod(shape))
+        return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         drawn = self.draw_indices(step)
         uniforms = self.augmentation_uniforms(step) if self.augmentation.active else None
-        parts, captions = [], []
+        images, captions = self._batch_tensor(), []
         # Positions of one source are contiguous (sources are laid out in order): one read call per segment.
         start = self.positions.start
         while start < self.positions.stop:
@@ -193,15 +203,16 @@ class TaskBatches(torch.utils.data.Dataset):
                 stop += 1
             source = self.sources[name]
             indices = [drawn[pos][1] for pos in range(start, stop)]
+            segment = images[start - self.positions.start:stop - self.positions.start]
             if uniforms is None:
-                parts.append(source.eval_images(indices, self.image_size))
+                segment.copy_(source.eval_images(indices, self.image_size))
             else:
-                parts.append(self._augmented(source, indices, uniforms[start:stop]))
+                self._augment_into(segment, source, indices, uniforms[start:stop])
             for pos, index in zip(range(start, stop), indices):
                 options = source.read_captions(index)
                 captions.append(options[min(int(drawn[pos][2] * len(options)), len(options) - 1)])
             start = stop
-        return torch.cat(parts), self.tokenizer(captions).long()
+        return images, self.tokenizer(captions).long()
 
     def draw(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Step ``step``'s batch (this rank's slice), built in this process."""
