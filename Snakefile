@@ -3,16 +3,27 @@
 #   datasets -> shards + catalog -> stream -> base model -> task 1 -> task 2 -> ... (one job per task update)
 #                                                 |             |         |
 #                                              evaluate      evaluate  evaluate -> metrics -> duckdb + figures
-from snakemake.utils import min_version
+from snakemake.utils import min_version, update_config
+
+from fomoflux.config_schema import typed_overrides
 
 min_version("9.0")
 
+# `snakemake --report report.html`: this page, then every figure and table (workflow/rules/report.smk).
+report: "workflow/report/workflow.rst"
 
-# The embedded mini benchmark unless a config is given on the command line (`--configfile`): Snakemake merges a
-# Snakefile configfile with command-line ones, which would silently add the default runs to every experiment.
-if not config:
+
+# The default experiment (the embedded mini benchmark) whenever no config file is given on the command line:
+# `--config key=value` then applies on top of it (Snakemake merges it in, nested keys included). A `--configfile`
+# replaces the default instead: merging the two would silently add the default runs to every experiment.
+if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
+
+
+# Snakemake types a top-level `--config` value but leaves everything nested in one as strings
+# (`--config 'training={lr: 0.01}'` gives lr "0.01"): typed as a config file would type them.
+update_config(config, typed_overrides(workflow.config_settings.config))
 
 
 include: "workflow/rules/common.smk"
@@ -24,6 +35,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/merge.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/export.smk"
 
 
 # Jobs that run where Snakemake runs (the submit host under --profile slurm), never as cluster jobs: downloads
@@ -40,6 +52,10 @@ localrules:
     plot_schedules,
     plot_budgets,
     plot_comparison,
+    task_open_clip_config,
+    base_open_clip_config,
+    run_config,
+    score_tables,
 
 
 rule all:

@@ -5,10 +5,16 @@ Conventions (see BENCHMARK.md, "Evaluation and metrics"):
 * Classification: one prompt per class (``DatasetSpec.prompt``), class text embeddings computed once per
   (checkpoint, dataset) with the current text tower, prediction = argmax of cosine similarity. Tie policy: the
   lowest class index wins (``torch.argmax``); a sample whose similarities contain NaN counts as wrong.
-* Retrieval: image *i* is paired with its first caption. R@k is the mean of image->text and text->image recall@k.
-  Tie policy (pessimistic, independent of sample order): the rank of the true partner is the number of *other*
-  candidates whose similarity is >= the true pair's, so a tie never counts in the model's favour; a NaN similarity is
-  a miss.
+* Retrieval, with every caption of every image (MSCOCO and Flickr30k have about five), as the reference computes it
+  (``RecallAtK`` in its ``utils/metrics.py`` over the caption list its ``utils/evaluation.py`` flattens, commit
+  3e123d9): image->text recall@k is the share of images with at least one of their own captions among the k
+  captions most similar to them; text->image recall@k the share of all captions whose own image is among the k
+  images most similar to them; R@k is the mean of the two. Identical caption texts are encoded once: a text is a
+  hit for every image that has it, and counts once per caption in the text->image mean (the reference keeps
+  duplicates apart, so an image with a caption that another image also has competes with itself there).
+  Tie policy (pessimistic, independent of sample order): the rank of the best true partner is the number of
+  candidates that are not true partners whose similarity is >= its, so a tie never counts in the model's favour (the
+  reference's argsort breaks ties by position); a NaN similarity is a miss.
 * Subsets: :func:`stratified_subset` draws the fixed per-dataset evaluation subset; it is a pure function of its
   inputs, so the same (class_ids, seed) always gives the same subset (the reference release shrinks its subsets on
   every call — a defect).
@@ -26,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 from collections.abc import Iterator, Sequence
 
 import polars as pl
@@ -60,6 +65,7 @@ __all__ = [
     "evaluate_classification",
     "evaluate_datasets",
     "evaluate_retrieval",
+    "caption_pairs",
     "retrieval_recall",
     "stratified_subset",
     "subset_size",
@@ -209,34 +215,54 @@ def top1_correct(image_emb: torch.Tensor, class_emb: torch.Tensor, labels: torch
     return (ok & ~nan_rows).sum()
 
 
-def _partner_ranks(query: torch.Tensor, gallery: torch.Tensor, chunk: int, groups: torch.Tensor | None = None) -> torch.Tensor:
-    """0-based pessimistic rank of the best true partner of query[i] in the gallery; NaN -> N.
+_CHUNK_ELEMENTS = 1 << 24
 
-    Without ``groups`` the only true partner of i is gallery[i]. With ``groups`` (one id per pair, equal ids = equal
-    captions), every gallery item of i's group is a true partner: a caption written twice is one target, not a
-    competitor. Rank = #{j outside i's group : sim(i, j) >= best sim(i, partner)}.
+
+def _partner_ranks(query: torch.Tensor, gallery: torch.Tensor, chunk: int, query_of: torch.Tensor,
+                   gallery_of: torch.Tensor) -> torch.Tensor:
+    """0-based pessimistic rank of the best true partner of every query in the gallery; NaN -> gallery size.
+
+    The true pairs are (query_of[p], gallery_of[p]) for every p. Rank of query i = #{gallery items j that are not
+    true partners of i : sim(i, j) >= the best similarity of i to a true partner}; a query without any true partner
+    gets the gallery size (a miss at every k).
     """
-    n = query.shape[0]
+    n, m = query.shape[0], gallery.shape[0]
     ranks = torch.empty(n, dtype=torch.long, device=query.device)
+    chunk = max(1, min(chunk, _CHUNK_ELEMENTS // m))  # a [chunk, m] similarity block stays ~64 MB in fp32
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        sim = query[start:stop] @ gallery.T  # [b, N]
-        if groups is None:
-            same = torch.zeros_like(sim, dtype=torch.bool)
-            rows = torch.arange(stop - start, device=query.device)
-            same[rows, rows + start] = True
-        else:
-            same = groups[start:stop, None] == groups[None, :]
-        true = sim.masked_fill(~same, float("-inf")).amax(dim=1)
-        rank = ((sim >= true[:, None]) & ~same).sum(dim=1)
-        ranks[start:stop] = torch.where(torch.isnan(true), torch.full_like(rank, n), rank)
+        sim = query[start:stop] @ gallery.T  # [b, m]
+        inside = (query_of >= start) & (query_of < stop)
+        partner = torch.zeros_like(sim, dtype=torch.bool)
+        partner[query_of[inside] - start, gallery_of[inside]] = True
+        true = sim.masked_fill(~partner, float("-inf")).amax(dim=1)
+        rank = ((sim >= true[:, None]) & ~partner).sum(dim=1)
+        lost = torch.isnan(true) | ~partner.any(dim=1)
+        ranks[start:stop] = torch.where(lost, torch.full_like(rank, m), rank)
     return ranks
 
 
-def caption_groups(captions: Sequence[str]) -> torch.Tensor:
-    """One id per caption; identical caption texts share an id."""
+def caption_pairs(captions: Sequence[Sequence[str]]) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """The retrieval gallery of images with several captions each: ``(texts, pairs, text_count)``.
+
+    ``captions[i]`` are image i's captions. ``texts`` are the distinct caption texts in order of first appearance,
+    ``pairs`` the long [P, 2] tensor of (image, text) true pairs (each pair once) and ``text_count[j]`` the number of
+    captions that read ``texts[j]`` (what text j weighs in the text->image mean, one query per caption). Raises
+    ValueError naming the first image without a caption.
+    """
     ids: dict[str, int] = {}
-    return torch.tensor([ids.setdefault(c, len(ids)) for c in captions], dtype=torch.long)
+    pairs: dict[tuple[int, int], None] = {}
+    counts: list[int] = []
+    for image, texts in enumerate(captions):
+        if not texts:
+            raise ValueError(f"caption_pairs: image {image} has no caption")
+        for text in texts:
+            text_id = ids.setdefault(text, len(ids))
+            if text_id == len(counts):
+                counts.append(0)
+            counts[text_id] += 1
+            pairs[(image, text_id)] = None
+    return list(ids), torch.tensor(list(pairs), dtype=torch.long).reshape(-1, 2), torch.tensor(counts)
 
 
 def retrieval_recall(
@@ -245,27 +271,46 @@ def retrieval_recall(
     ks: Sequence[int] = RETRIEVAL_KS,
     *,
     chunk: int = 2048,
-    groups: torch.Tensor | None = None,
+    pairs: torch.Tensor | None = None,
+    text_count: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Recall@k for paired embeddings (row i of each is a pair), any similarity scale (dot product).
+    """Recall@k between N images and M texts (module docstring), any similarity scale (dot product).
 
-    ``groups`` (optional, one id per pair): pairs with equal ids have the same caption, so any of their images is a
-    hit for the caption and any of their captions a hit for the image (``caption_groups``).
+    ``pairs`` (long [P, 2], rows (image, text)) are the true pairs, default row i of each (N = M); ``text_count``
+    (one weight per text, default 1) is how many captions a text stands for in the text->image mean
+    (:func:`caption_pairs` gives both). Image->text recall is averaged over the images, text->image recall over
+    the captions.
 
     Returns ``{"R@k": mean of both directions, "i2t_R@k": ..., "t2i_R@k": ...}`` for each k.
     """
-    if image_emb.ndim != 2 or image_emb.shape != text_emb.shape:
-        raise ValueError(f"retrieval_recall: need two [N, D] tensors of one shape, got {tuple(image_emb.shape)} and {tuple(text_emb.shape)}")
-    if image_emb.shape[0] == 0:
-        raise ValueError("retrieval_recall: no pairs")
-    if groups is not None:
-        groups = groups.to(image_emb.device)
-    i2t = _partner_ranks(image_emb, text_emb, chunk, groups)
-    t2i = _partner_ranks(text_emb, image_emb, chunk, groups)
+    if image_emb.ndim != 2 or text_emb.ndim != 2 or image_emb.shape[1] != text_emb.shape[1]:
+        raise ValueError(f"retrieval_recall: need [N, D] images and [M, D] texts, got {tuple(image_emb.shape)} and "
+                         f"{tuple(text_emb.shape)}")
+    n, m = image_emb.shape[0], text_emb.shape[0]
+    if n == 0 or m == 0:
+        raise ValueError("retrieval_recall: no images or no texts")
+    device = image_emb.device
+    if pairs is None:
+        if n != m:
+            raise ValueError(f"retrieval_recall: {n} images and {m} texts need explicit pairs")
+        pairs = torch.arange(n).repeat(2, 1).T
+    pairs = pairs.to(device=device, dtype=torch.long)
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.shape[0] == 0:
+        raise ValueError(f"retrieval_recall: pairs must be a non-empty [P, 2] tensor, got {tuple(pairs.shape)}")
+    if pairs[:, 0].min() < 0 or pairs[:, 0].max() >= n or pairs[:, 1].min() < 0 or pairs[:, 1].max() >= m:
+        raise ValueError(f"retrieval_recall: a pair names an image outside [0, {n}) or a text outside [0, {m})")
+    weight = torch.ones(m, dtype=torch.float64, device=device)
+    if text_count is not None:
+        weight = text_count.to(device=device, dtype=torch.float64)
+        if weight.shape != (m,) or (weight <= 0).any():
+            raise ValueError(f"retrieval_recall: text_count must hold one positive count per text ({m}), got "
+                             f"{tuple(weight.shape)}")
+    i2t = _partner_ranks(image_emb, text_emb, chunk, pairs[:, 0], pairs[:, 1])
+    t2i = _partner_ranks(text_emb, image_emb, chunk, pairs[:, 1], pairs[:, 0])
     out: dict[str, float] = {}
     for k in ks:
         a = (i2t < k).double().mean().item()
-        b = (t2i < k).double().mean().item()
+        b = ((t2i < k).double() * weight).sum().item() / weight.sum().item()
         out[f"R@{k}"] = (a + b) / 2
         out[f"i2t_R@{k}"] = a
         out[f"t2i_R@{k}"] = b
@@ -363,12 +408,13 @@ def _classification(model, tokenizer, spec: DatasetSpec, samples: SampleSet, bat
             emb = _encode_images(model, images, device)
             correct += top1_correct(emb, text, labels[start:stop])
             if progress is not None:
-                progress.update(stop - start)
+                progress.advance(stop - start)
     return {"top1": correct.item() / n, "n": n}
 
 
 def evaluate_retrieval(model, tokenizer, samples: SampleSet, *, batch_size: int = 512, device="cpu") -> dict:
-    """Image<->text retrieval with each image paired to its first caption: ``{"R@1", "R@5", "n"}``."""
+    """Image<->text retrieval over every caption of every image (module docstring): ``{"R@1", "R@5", "n"}`` with
+    ``n`` the number of images."""
     return _retrieval(model, tokenizer, samples, batch_size, device, None)
 
 
@@ -384,11 +430,15 @@ def _retrieval(model, tokenizer, samples: SampleSet, batch_size: int, device, pr
         for start, stop, images in _image_batches(samples, normalizer, batch_size, model_image_size(model), workers):
             image_parts.append(_encode_images(model, images, device))
             if progress is not None:
-                progress.update(stop - start)
+                progress.advance(stop - start)
         image_emb = torch.cat(image_parts)
-        captions = [c[0] for c in samples.captions]
-        text_emb = _encode_texts(model, tokenizer, captions, device, batch_size)
-        recall = retrieval_recall(image_emb, text_emb, RETRIEVAL_KS, groups=caption_groups(captions))
+        captions = [samples.read_captions(i) for i in range(n)]
+        empty = next((i for i, c in enumerate(captions) if not c), None)
+        if empty is not None:
+            raise DataError(f"retrieval evaluation: sample {samples.key(empty)!r} has no caption")
+        texts, pairs, text_count = caption_pairs(captions)
+        text_emb = _encode_texts(model, tokenizer, texts, device, batch_size)
+        recall = retrieval_recall(image_emb, text_emb, RETRIEVAL_KS, pairs=pairs, text_count=text_count)
     return {**{f"R@{k}": recall[f"R@{k}"] for k in RETRIEVAL_KS}, "n": n}
 
 
@@ -401,6 +451,7 @@ def evaluate_datasets(
     device="cpu",
     progress: bool = True,
     workers: int = 0,
+    label: str = "eval",
 ):
     """Evaluate every (spec, samples) pair; one row per (dataset, metric) as a polars DataFrame.
 
@@ -408,10 +459,12 @@ def evaluate_datasets(
     ``workers`` DataLoader processes).
 
     Columns: dataset, role, kind, metric ("top1" | "R@1" | "R@5"), value (in [0, 1]), n, primary (top1 for
-    classification, R@5 for retrieval). A tqdm bar over all images goes to stderr when ``progress``.
+    classification, R@5 for retrieval). With ``progress``, the images done go to stderr (``fomoflux.progress``: a
+    tqdm bar on a terminal, else timestamped lines labelled ``label``, one as each dataset starts and every 30 s).
     """
     import polars as pl
-    from tqdm import tqdm
+
+    from fomoflux.progress import progress as make_progress
 
     names = [spec.name for spec, _ in datasets]
     dupes = sorted({x for x in names if names.count(x) > 1})
@@ -423,9 +476,9 @@ def evaluate_datasets(
 
     rows: list[dict] = []
     total = sum(len(samples) for _, samples in datasets)
-    with tqdm(total=total, unit="img", desc="eval", file=sys.stderr, disable=not progress, dynamic_ncols=True) as bar:
+    with make_progress(total, label, unit="img", enabled=progress, interval_s=30.0) as bar:
         for spec, samples in datasets:
-            bar.set_postfix_str(spec.name, refresh=False)
+            bar.report(dataset=spec.name)
             if spec.kind == "classification":
                 result = _classification(model, tokenizer, spec, samples, batch_size, device, bar, workers)
                 metrics = ["top1"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import polars as pl
 
@@ -43,9 +43,32 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "subset": pl.Boolean,
 }
 
+# The `runs` table: one row per run, from its runs/<run>/config.json (fomoflux.tracking.run_settings), so runs of a
+# grid can be selected by setting. *_json columns are duckdb JSON (json_extract(method_options, '$.rank')).
+RUNS_SCHEMA: dict[str, pl.DataType] = {
+    "run": pl.String,
+    "method": pl.String,
+    "method_options": pl.String,
+    "stream": pl.String,
+    "ordering": pl.String,
+    "tasks": pl.Int64,
+    "seed": pl.Int64,
+    "lr": pl.Float64,
+    "batch_size": pl.Int64,
+    "weight_decay": pl.Float64,
+    "schedule": pl.String,
+    "schedule_options": pl.String,
+    "mixture": pl.String,
+    "budget": pl.String,
+    "steps_per_task": pl.Int64,
+    "training": pl.String,
+}
+_RUNS_JSON_COLUMNS = ("method_options", "schedule_options", "mixture", "training")
+
 ROLES = ("adaptation", "evaluation")
 
-__all__ = ["MATRIX_SCHEMA", "SUMMARY_SCHEMA", "matrix_from_evals", "summarize", "write_results_db", "read_results_db"]
+__all__ = ["MATRIX_SCHEMA", "RUNS_SCHEMA", "SUMMARY_SCHEMA", "matrix_from_evals", "read_results_db", "runs_frame",
+           "summarize", "write_results_db"]
 
 
 def _check_columns(frame: pl.DataFrame, needed: Sequence[str], what: str) -> None:
@@ -130,8 +153,35 @@ def _stack(frames: Sequence[pl.DataFrame], schema: dict[str, pl.DataType], what:
     )
 
 
-def write_results_db(path: str | os.PathLike, matrices: Sequence[pl.DataFrame], summaries: Sequence[pl.DataFrame]) -> None:
-    """Write one duckdb file with tables ``metrics``, ``summary`` and view ``final`` (last task of each run).
+def runs_frame(settings: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+    """The ``runs`` table (``RUNS_SCHEMA``) from each run's resolved settings (``fomoflux.tracking.run_settings``)."""
+    import json
+
+    def as_json(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+
+    rows = []
+    for item in settings:
+        training = item["training"]
+        rows.append({
+            "run": item["run"], "method": item["method"], "method_options": as_json(item["method_options"]),
+            "stream": item["stream"], "ordering": item.get("stream_ordering"), "tasks": item.get("tasks"),
+            "seed": item["seed"], "lr": training["lr"], "batch_size": training["batch_size"],
+            "weight_decay": training["weight_decay"], "schedule": training["schedule"],
+            "schedule_options": as_json(training.get("schedule_options", {})),
+            "mixture": as_json(training["mixture"]), "budget": training["budget"],
+            "steps_per_task": item["steps_per_task"], "training": as_json(training),
+        })
+    return pl.DataFrame(rows, schema=RUNS_SCHEMA)
+
+
+def write_results_db(path: str | os.PathLike, matrices: Sequence[pl.DataFrame], summaries: Sequence[pl.DataFrame],
+                     runs: Sequence[Mapping[str, Any]] | None = None) -> None:
+    """Write one duckdb file with tables ``metrics``, ``summary``, ``runs`` and view ``final`` (last task of each run).
+
+    ``runs``: each run's resolved settings (``fomoflux.tracking.run_settings``, as in runs/<run>/config.json); the
+    table is empty without them. Its option, mixture and training columns are JSON, e.g. ``SELECT r.run, f.A_KA
+    FROM final f JOIN runs r USING (run) WHERE r.method = 'lora' AND json_extract(r.method_options, '$.rank') = 4``.
 
     Built in a temporary file beside ``path`` and renamed over it, so a reader never sees a half-written database.
     """
@@ -142,6 +192,8 @@ def write_results_db(path: str | os.PathLike, matrices: Sequence[pl.DataFrame], 
     _check_unique(metrics, ["run", "task", "dataset", "metric"], "write_results_db (metrics)")
     _check_unique(summary, ["run", "task"], "write_results_db (summary)")
     metrics = metrics.sort("run", "task", maintain_order=True)
+    run_table = runs_frame(runs or []).sort("run")
+    _check_unique(run_table, ["run"], "write_results_db (runs)")
 
     with atomic_path(path) as tmp:
         tmp.unlink()  # duckdb creates the file itself; an empty file is not a database
@@ -151,10 +203,15 @@ def write_results_db(path: str | os.PathLike, matrices: Sequence[pl.DataFrame], 
             try:
                 con.register("metrics_src", metrics.to_arrow())
                 con.register("summary_src", summary.to_arrow())
+                con.register("runs_src", run_table.to_arrow())
                 con.execute("CREATE TABLE metrics AS SELECT * FROM metrics_src")
                 con.execute("CREATE TABLE summary AS SELECT * FROM summary_src")
+                columns = ", ".join(f"CAST({name} AS JSON) AS {name}" if name in _RUNS_JSON_COLUMNS else name
+                                    for name in RUNS_SCHEMA)
+                con.execute(f"CREATE TABLE runs AS SELECT {columns} FROM runs_src")
                 con.unregister("metrics_src")
                 con.unregister("summary_src")
+                con.unregister("runs_src")
                 con.execute(
                     "CREATE VIEW final AS SELECT s.* FROM summary s "
                     "WHERE s.task = (SELECT max(l.task) FROM summary l WHERE l.run = s.run) ORDER BY s.run"
@@ -167,11 +224,14 @@ def write_results_db(path: str | os.PathLike, matrices: Sequence[pl.DataFrame], 
 
 
 def read_results_db(path: str | os.PathLike) -> dict[str, pl.DataFrame]:
-    """The ``metrics``, ``summary`` and ``final`` relations of a results database as polars frames (read-only)."""
+    """The ``metrics``, ``summary``, ``final`` and (when there) ``runs`` relations of a results database as polars
+    frames (read-only)."""
     import duckdb
 
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return {name: con.sql(f"SELECT * FROM {name}").pl() for name in ("metrics", "summary", "final")}
+        tables = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        names = ("metrics", "summary", "final") + (("runs",) if "runs" in tables else ())
+        return {name: con.sql(f"SELECT * FROM {name}").pl() for name in names}
     finally:
         con.close()

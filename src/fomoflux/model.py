@@ -9,6 +9,13 @@ A checkpoint is the plain open_clip ``state_dict`` as safetensors, so that outsi
 ``open_clip.create_model_and_transforms(arch, pretrained="model.safetensors")`` loads it (after
 ``open_clip.add_model_config`` for the project's own architectures). open_clip only treats a file as safetensors
 when its name ends in ``.safetensors``; use that suffix.
+
+Beside every checkpoint the pipeline writes ``open_clip_config.json`` (:func:`write_open_clip_config`: the
+architecture's ``model_cfg`` and the ``preprocess_cfg`` the pipeline evaluated with), open_clip's format for a
+model folder, so one line loads a task's model with its transforms and tokenizer, nothing registered first:
+``open_clip.create_model_and_transforms("local-dir:results/runs/finetune/task005")`` (and
+``open_clip.get_tokenizer("local-dir:...")``). open_clip picks the folder's weights by name: ``model.safetensors``
+before any other ``.safetensors`` there (method state, merges).
 """
 
 from __future__ import annotations
@@ -40,10 +47,15 @@ __all__ = [
     "read_checkpoint_metadata",
     "set_seed",
     "seeded",
+    "OPEN_CLIP_CONFIG_NAME",
+    "open_clip_config",
+    "write_open_clip_config",
 ]
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "models"
 DEFAULT_ARCH = "fomo-tiny-vit"
+# What open_clip's `local-dir:` schema reads from a model folder (open_clip.factory.create_model).
+OPEN_CLIP_CONFIG_NAME = "open_clip_config.json"
 
 def _open_clip():
     import open_clip
@@ -253,3 +265,25 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, metadata: Mapping[
     for key, value in (metadata or {}).items():
         meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
     write_safetensors(path, model.state_dict(), metadata=meta)
+
+
+def open_clip_config(arch: str | Path) -> dict[str, Any]:
+    """open_clip's model-folder config for ``arch``: ``model_cfg`` (the architecture) and ``preprocess_cfg`` (image
+    size, mean / std, interpolation, resize mode: what open_clip sets on the model the pipeline trains and
+    evaluates, so the transforms a loader gets are the pipeline's)."""
+    model, _ = create_model(arch, device="meta")  # shapes only: milliseconds even for a ViT-B/16
+    preprocess = dict(_open_clip().get_model_preprocess_cfg(model))
+    return {"model_cfg": architecture_config(arch),
+            "preprocess_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in preprocess.items()}}
+
+
+def write_open_clip_config(path: str | Path, arch: str | Path) -> Path:
+    """Write :func:`open_clip_config` to ``path`` (a file, or a folder to hold ``open_clip_config.json``),
+    atomically; returns the file."""
+    from fomoflux.io import write_json
+
+    target = Path(path)
+    if target.is_dir() or not target.suffix:
+        target = target / OPEN_CLIP_CONFIG_NAME
+    write_json(target, open_clip_config(arch))
+    return target

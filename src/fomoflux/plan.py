@@ -151,6 +151,10 @@ class Plan:
     validation: Mapping[str, Any] = field(default_factory=lambda: {"enabled": False, "fraction": 0.1, "seed": 0})
     # Files the config names that are not there (a local checkpoint, local dataset copies): reported in one message.
     missing: tuple[str, ...] = ()
+    # `tracking:` (fomoflux.tracking), defaults filled in. Deliberately in no task spec or job param: tracking is a
+    # side effect, and switching it on or off must rerun (and invalidate) nothing.
+    tracking: Mapping[str, Any] = field(default_factory=lambda: {"tensorboard": False, "wandb": {
+        "project": None, "entity": None, "mode": "offline"}})
 
     @cached_property
     def profiles(self) -> dict[str, dict[str, Any]]:
@@ -511,7 +515,17 @@ def build_plan(config: Mapping[str, Any], workdir: str | Path = ".", *, check_ag
         pool=pool,
         validation={"enabled": False, "fraction": 0.1, "seed": 0, **config.get("validation", {})},
         missing=tuple(_missing_files(registry, model, workdir)),
+        tracking=_tracking_settings(config.get("tracking"), check_packages=check_against_model),
     )
+
+
+def _tracking_settings(raw: Mapping[str, Any] | None, *, check_packages: bool) -> dict[str, Any]:
+    from fomoflux.tracking import check_tracking_packages, tracking_settings
+
+    settings = tracking_settings(raw)
+    if check_packages:
+        check_tracking_packages(settings)
+    return settings
 
 
 def _check_schedule(where: str, training: Mapping[str, Any]) -> None:

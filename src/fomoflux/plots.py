@@ -24,8 +24,16 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from fomoflux.io import atomic_path  # noqa: E402
 
-X_LABEL = "Knowledge accumulation A_KA (%)"
-Y_LABEL = "Zero-shot retention A_ZS (%)"
+# Matplotlib mathtext: the subscripts of the paper's notation, in the PNG and (as text) in the PDF.
+X_LABEL = r"Knowledge accumulation $A_{KA}$ (%)"
+Y_LABEL = r"Zero-shot retention $A_{ZS}$ (%)"
+
+# training.budget mode -> what the budget equalises (fomoflux.budget, stages.run_budget).
+BUDGET_MODES = {
+    "maf": "equal memory-adjusted FLOPs",
+    "flops": "equal FLOPs",
+    "fixed": "training.steps for every method",
+}
 
 # Okabe & Ito (2008) without black (black marks the zero-shot start); yellow last, it is the weakest on white.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442")
@@ -45,7 +53,8 @@ RC = {
     "axes.spines.right": False,
 }
 
-__all__ = ["plot_trajectories", "plot_heatmap", "plot_schedules", "plot_budgets", "run_style", "X_LABEL", "Y_LABEL"]
+__all__ = ["plot_trajectories", "plot_heatmap", "plot_schedules", "plot_budgets", "run_style", "X_LABEL", "Y_LABEL",
+           "BUDGET_MODES"]
 
 
 def run_style(index: int) -> dict:
@@ -70,11 +79,18 @@ def _require(frame: pl.DataFrame, columns: Sequence[str], what: str) -> None:
         raise ValueError(f"{what}: missing columns {missing} (has {frame.columns})")
 
 
-def plot_trajectories(summary: pl.DataFrame, out_png, out_pdf, *, title: str | None = None) -> None:
+def plot_trajectories(summary: pl.DataFrame, out_png, out_pdf, *, title: str | None = None,
+                      zero_shot_runs: Sequence[str] = ()) -> Figure:
     """A_ZS (y) against A_KA (x), in %, one line per run from its task-0 (zero-shot) point to its final task.
 
     The zero-shot start is a black star (one legend entry shared by all runs), the final point a larger marker in the
     run's colour with a black edge. Rows with a null A_KA or A_ZS are skipped.
+
+    ``zero_shot_runs``: runs that never update the model (method ``zeroshot``: the base model's evaluation at every
+    task). Their trajectory is one point, hidden under the start star, so each is drawn instead as black dotted
+    reference lines through its final (A_KA, A_ZS) across the whole plot, labelled with its name and scores: a
+    trajectory above the horizontal line retains more than the base model, right of the vertical one knows more.
+    Names not in ``summary`` are ignored. Returns the figure (already written to ``out_png`` and ``out_pdf``).
     """
     _require(summary, ("run", "task", "A_KA", "A_ZS"), "plot_trajectories")
     if summary.height == 0:
@@ -84,6 +100,8 @@ def plot_trajectories(summary: pl.DataFrame, out_png, out_pdf, *, title: str | N
         raise ValueError("plot_trajectories: every row of the summary has a null A_KA or A_ZS, there is nothing to plot")
     runs = list(dict.fromkeys(summary["run"].to_list()))  # order of first appearance
     runs = [r for r in runs if r in set(points["run"].to_list())]
+    references = [r for r in runs if r in set(zero_shot_runs)]
+    runs = [r for r in runs if r not in set(references)]
 
     with rc_context(RC):
         # Beside the axes when a legend inside would hide points: many runs, or long labels.
@@ -91,6 +109,15 @@ def plot_trajectories(summary: pl.DataFrame, out_png, out_pdf, *, title: str | N
         fig = Figure(figsize=(6.4 if not many else 8.4, 4.8), layout="constrained")
         ax = fig.add_subplot()
         handles = []
+        for k, run in enumerate(references):
+            last = points.filter(pl.col("run") == run).row(-1, named=True)
+            x, y = 100 * last["A_KA"], 100 * last["A_ZS"]
+            dotted = (0, (1, 2 + 2 * k))  # several base models (seldom): denser to sparser dots
+            ax.axhline(y, color="black", linestyle=dotted, linewidth=1.0, zorder=1)
+            ax.axvline(x, color="black", linestyle=dotted, linewidth=1.0, zorder=1)
+            handles.append(Line2D([], [], color="black", linestyle=dotted, linewidth=1.0,
+                                  label=f"{run} (base model): $A_{{KA}}$ {x:.1f}, $A_{{ZS}}$ {y:.1f}"))
+            ax.plot([x], [y], linestyle="none", marker="*", markersize=13, color="black", zorder=5)
         for i, run in enumerate(runs):
             pts = points.filter(pl.col("run") == run)
             x = (pts["A_KA"] * 100).to_list()
@@ -107,7 +134,7 @@ def plot_trajectories(summary: pl.DataFrame, out_png, out_pdf, *, title: str | N
             handles.append(line)
             if pts["task"][0] == 0:
                 ax.plot([x[0]], [y[0]], linestyle="none", marker="*", markersize=13, color="black", zorder=5)
-        has_start = points.filter(pl.col("task") == 0).height > 0
+        has_start = points.filter(pl.col("task") == 0).height > 0 or bool(references)
         extra = []
         if has_start:
             extra.append(Line2D([], [], linestyle="none", marker="*", markersize=11, color="black", label="zero-shot (task 0)"))
@@ -124,6 +151,7 @@ def plot_trajectories(summary: pl.DataFrame, out_png, out_pdf, *, title: str | N
         if title:
             ax.set_title(title)
         _save(fig, out_png, out_pdf)
+    return fig
 
 
 def plot_heatmap(matrix: pl.DataFrame, run: str, out_png, out_pdf) -> None:
@@ -353,10 +381,12 @@ def plot_budgets(budgets: pl.DataFrame, out_png: str | os.PathLike, out_pdf: str
     reference) span more than two decades (a method with a costly per-task pass, such as EWC, can get far fewer
     steps), linear from 0 otherwise.
 
-    ``budgets``: columns run, method, steps (>= 1), reference_steps (>= 1), flops_ratio and memory_ratio (> 0).
+    ``budgets``: columns run, method, steps (>= 1), reference_steps (>= 1), flops_ratio and memory_ratio (> 0), and
+    mode (``training.budget``: maf, flops or fixed, as in the run's budget.json), which the x-axis label names
+    ("Training steps per task (budget: maf, equal memory-adjusted FLOPs)"; every mode, when runs differ).
     Returns the figure (already written to ``out_png`` and ``out_pdf``).
     """
-    columns = ("run", "method", "steps", "reference_steps", "flops_ratio", "memory_ratio")
+    columns = ("run", "method", "steps", "reference_steps", "flops_ratio", "memory_ratio", "mode")
     _require(budgets, columns, "plot_budgets")
     if budgets.height == 0:
         raise ValueError("plot_budgets: the budgets frame is empty, there is nothing to plot")
@@ -364,6 +394,10 @@ def plot_budgets(budgets: pl.DataFrame, out_png: str | os.PathLike, out_pdf: str
     nulls = [c for c in columns if rows[c].null_count()]
     if nulls:
         raise ValueError(f"plot_budgets: columns {nulls} have null values")
+    modes = list(dict.fromkeys(rows["mode"].to_list()))
+    unknown = [m for m in modes if m not in BUDGET_MODES]
+    if unknown:
+        raise ValueError(f"plot_budgets: mode must be one of {', '.join(BUDGET_MODES)}, got {unknown}")
     for column, low in (("steps", 1), ("reference_steps", 1)):
         if rows[column].min() < low:
             raise ValueError(f"plot_budgets: {column} must be >= {low}, got {rows[column].min()}")
@@ -406,7 +440,8 @@ def plot_budgets(budgets: pl.DataFrame, out_png: str | os.PathLike, out_pdf: str
             ax.axvline(reference, color="black", linestyle="--", linewidth=1.1, zorder=3)
             text = "full fine-tuning" if len(references) == 1 else f"full fine-tuning ({reference})"
             ax.text(reference, 1.01, text, transform=label_axes, ha="center", va="bottom", fontsize=9)
-        ax.set_xlabel("Training steps per task (equal memory-adjusted FLOPs)")
+        named = "; ".join(f"{m}, {BUDGET_MODES[m]}" for m in modes)
+        ax.set_xlabel(f"Training steps per task (budget: {named})")
         ax.grid(True, axis="x", which="major", color="0.9", linewidth=0.6, zorder=0)
         ax.tick_params(axis="y", length=0)
         ax.set_title(title or "Budget vs steps per method", pad=16)

@@ -210,6 +210,23 @@ def _compute_device(log: logging.Logger, precision: str):
     return device
 
 
+def _tracking_target(plan: Plan, name: str, part: str, *, step_offset: int = 0, config: Mapping[str, Any] | None = None):
+    """What a job tracks (``fomoflux.tracking``), or None with tracking off. Read from the plan, never from params:
+    switching tracking on or off reruns nothing."""
+    from fomoflux.tracking import TrackingTarget, tracking_dir, tracking_enabled
+
+    if not tracking_enabled(plan.tracking):
+        return None
+    return TrackingTarget(settings=dict(plan.tracking), run=name, folder=str(tracking_dir(plan.results, name)),
+                          part=part, step_offset=step_offset, config=dict(config or {}))
+
+
+def _run_budget_file(plan: Plan, run: str) -> dict[str, Any] | None:
+    """A run's budget.json when it has one (runs that train), for the run's settings (config.json, tracking)."""
+    path = Path(plan.results) / "runs" / run / "budget.json"
+    return io.read_json(path) if path.is_file() else None
+
+
 # ---- model -------------------------------------------------------------------------------------------------
 
 
@@ -225,6 +242,7 @@ def pretrain_base(job: Job, plan: Plan, log: logging.Logger) -> None:
     # The pretraining settings have no precision key: the base model trains as `auto` says (bf16 on CUDA).
     precision = "auto"
     device = _compute_device(log, precision)
+    name = f"pretrain_base-{plan.model.name}"
     model, train_log = pretrain(
         plan.model.arch,
         pool,
@@ -237,6 +255,9 @@ def pretrain_base(job: Job, plan: Plan, log: logging.Logger) -> None:
         device=str(device),
         precision=precision,
         data_workers=_data_workers("auto", device, job.threads),
+        label=f"pretrain_base {plan.model.name} ({plan.model.arch})",
+        tracking=_tracking_target(plan, name, "pretrain", config={"model": plan.model.name, "arch": plan.model.arch,
+                                                                   "pretrain": cfg}),
     )
     io.write_parquet(job.output.log, train_log)
     save_checkpoint(model, job.output.checkpoint, metadata={"arch": plan.model.arch, "stage": "pretrain_base"})
@@ -415,6 +436,13 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
         resume_key=_resume_key(spec, job),
         resume_every_s=60.0 * float(operational["resume"].get("every_minutes", 10.0)),
         resume_every_steps=int(operational["resume"].get("every_steps", 0)),
+    )
+    cfg = replace(
+        cfg,
+        label=f"run {run.name} task {task}/{stream.num_tasks} [{spec['method']}]",
+        # One tracked curve per run: task t's steps follow task t-1's (every task of a run has the same steps).
+        tracking=_tracking_target(plan, run.name, f"task{task:03d}", step_offset=(task - 1) * steps,
+                                  config=_run_settings(plan, run.name)),
     )
     log.info("data: %d loader worker(s), augmentation %s; mid-task snapshots in %s", cfg.data_workers,
              (cfg.augmentation or {}).get("kind", "none"), cfg.resume_dir)
@@ -598,8 +626,9 @@ def evaluate(job: Job, plan: Plan, log: logging.Logger) -> None:
         datasets.append((spec, samples))
     started = time.perf_counter()
     workers = _data_workers(plan.evaluation.get("data_workers", "auto"), device, job.threads)
+    label = "evaluate " + " ".join(f"{key} {value}" for key, value in job.wildcards.items())
     table = evaluate_datasets(model, tokenizer, datasets, batch_size=plan.evaluation["batch_size"], device=device,
-                              workers=workers)
+                              workers=workers, label=label)
     table = table.with_columns(pl.lit(not params["full"]).alias("subset"))
     log.info("evaluated %d datasets in %.1f s\n%s", len(datasets), time.perf_counter() - started, table)
     io.write_parquet(job.output[0], table)
@@ -627,6 +656,40 @@ def aggregate_run(job: Job, plan: Plan, log: logging.Logger) -> None:
     io.write_parquet(job.output.metrics, matrix)
     io.write_parquet(job.output.summary, summary)
     log.info("%s", summary)
+    target = _tracking_target(plan, run, "eval", config=_run_settings(plan, run))
+    if target is not None:
+        # The evaluation matrix per task, beside the run's training curves (replacing an earlier aggregation's).
+        with target.open(fresh=True) as tracker:
+            tracker.log_config()
+            tracker.log_evaluation(matrix, summary)
+        log.info("tracked the evaluation of %d tasks in %s", summary.height, target.folder)
+
+
+def _run_settings(plan: Plan, run: str) -> dict[str, Any]:
+    from fomoflux.tracking import run_settings
+
+    return run_settings(plan, run, _run_budget_file(plan, run))
+
+
+def run_config(job: Job, plan: Plan, log: logging.Logger) -> None:
+    """``runs/<run>/config.json``: the run's resolved settings and its steps per task (its budget, for runs that
+    train); what the ``runs`` table of the results database is made of."""
+    from fomoflux.tracking import run_settings
+
+    budget = io.read_json(job.input.budget) if "budget" in job.input.keys() else None
+    io.write_json(job.output[0], run_settings(plan, job.wildcards.run, budget))
+    log.info("settings of run %s -> %s", job.wildcards.run, job.output[0])
+
+
+def open_clip_config(job: Job, plan: Plan, log: logging.Logger) -> None:
+    """open_clip's model-folder config for the base model's architecture (``fomoflux.model.open_clip_config``),
+    beside the base checkpoint; the task folders get copies of it."""
+    from fomoflux.model import register_architecture, write_open_clip_config
+
+    if plan.model.config:
+        register_architecture(plan.model.config)
+    write_open_clip_config(job.output[0], plan.model.arch)
+    log.info("open_clip folder config of %s -> %s", plan.model.arch, job.output[0])
 
 
 def results_db(job: Job, plan: Plan, log: logging.Logger) -> None:
@@ -636,7 +699,8 @@ def results_db(job: Job, plan: Plan, log: logging.Logger) -> None:
 
     matrices = [pl.read_parquet(p) for p in job.input.metrics]
     summaries = [pl.read_parquet(p) for p in job.input.summary]
-    write_results_db(Path(job.output[0]), matrices, summaries)
+    runs = [io.read_json(p) for p in job.input.configs] if "configs" in job.input.keys() else None
+    write_results_db(Path(job.output[0]), matrices, summaries, runs=runs)
 
 
 def plot_trajectories(job: Job, plan: Plan, log: logging.Logger) -> None:
@@ -645,7 +709,14 @@ def plot_trajectories(job: Job, plan: Plan, log: logging.Logger) -> None:
     from fomoflux.plots import plot_trajectories as plot
 
     summary = pl.concat([pl.read_parquet(p) for p in job.input], how="diagonal_relaxed")
-    plot(summary, Path(job.output.png), Path(job.output.pdf), title=job.params.figures.get("title"))
+    plot(summary, Path(job.output.png), Path(job.output.pdf), title=job.params.figures.get("title"),
+         zero_shot_runs=_zero_shot_runs(plan))
+
+
+def _zero_shot_runs(plan: Plan, labels: dict | None = None) -> list[str]:
+    """The runs that never update the model (the base model's scores at every task), by their label in a figure."""
+    labels = labels or {}
+    return [labels.get(name, name) for name, run in plan.runs.items() if not run.updates_weights]
 
 
 def plot_heatmap(job: Job, plan: Plan, log: logging.Logger) -> None:
@@ -693,7 +764,7 @@ def plot_budgets(job: Job, plan: Plan, log: logging.Logger) -> None:
         budget = io.read_json(path)
         rows.append({"run": run, "method": job.params.methods[run], "steps": budget["steps"],
                      "reference_steps": budget["reference_steps"], "flops_ratio": budget.get("flops_ratio", 1.0),
-                     "memory_ratio": budget.get("memory_ratio", 1.0)})
+                     "memory_ratio": budget.get("memory_ratio", 1.0), "mode": budget["mode"]})
     plot(pl.DataFrame(rows), Path(job.output.png), Path(job.output.pdf))
 
 
@@ -707,4 +778,15 @@ def plot_comparison(job: Job, plan: Plan, log: logging.Logger) -> None:
     labels = comparison.get("labels", {})
     if labels:
         summary = summary.with_columns(pl.col("run").replace(labels))
-    plot(summary, Path(job.output.png), Path(job.output.pdf), title=comparison.get("title", job.wildcards.comparison))
+    plot(summary, Path(job.output.png), Path(job.output.pdf), title=comparison.get("title", job.wildcards.comparison),
+         zero_shot_runs=_zero_shot_runs(plan, labels))
+
+
+def score_tables(job: Job, plan: Plan, log: logging.Logger) -> None:
+    import polars as pl
+
+    from fomoflux.tables import write_score_tables
+
+    summary = pl.concat([pl.read_parquet(p) for p in job.input], how="diagonal_relaxed")
+    final = write_score_tables(summary, job.params.runs, Path(job.output.csv), Path(job.output.html))
+    log.info("%s", final)

@@ -6,11 +6,15 @@ matching number here: Snakemake then reruns exactly the affected stage and every
 that leave results bit-identical do not bump, so a cluster's finished updates stay valid.
 """
 
-DATA = 2  # dataset generation, import and sharding (2: original bytes, byte offsets in the manifest)
+DATA = 3  # dataset generation, import and sharding (2: original bytes, byte offsets in the manifest; 3: release
+# captions as the reference picks them: default_caption, else synthetic_merged_caption, never primer_caption)
 MODEL = 1  # base-model pretraining
-TRAIN = 3  # the task update: loop, mixture, methods, schedules (3: streamed batches, RandomResizedCrop, pool share)
-EVAL = 1  # zero-shot evaluation and retrieval
+TRAIN = 4  # the task update: loop, mixture, methods, schedules (3: streamed batches, RandomResizedCrop, pool share;
+# 4: dynamic_recovery and the rsqrt family computed as the reference does)
+EVAL = 2  # zero-shot evaluation and retrieval (2: the reference's PRIMER prompts, retrieval over every caption)
 REPORT = 1  # metric aggregation (A_KA, A_ZS, GM)
+FIGURES = 1  # figures and score tables (1: A_KA / A_ZS math labels, zero-shot reference lines, budget mode)
 BUDGET = 1  # step profiling (FLOPs, memory) and budgets
 MERGE = 1  # merge operators over saved checkpoints
-STREAM = 1  # orderings computed from data (concept frequency, easy-to-hard, similarity) and sample chunking
+STREAM = 2  # orderings computed from data (concept frequency, easy-to-hard, similarity) and sample chunking (2: the
+# similarity ordering embeds the reference's PRIMER prompts)

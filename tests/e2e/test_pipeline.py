@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 import subprocess
 import sys
 import time
@@ -52,6 +55,40 @@ def test_full_run_writes_every_artifact(finished):
         assert finished.path("figures", f"heatmap_finetune.{ext}").stat().st_size > 1000
     assert finished.path("figures", "trajectories.png").read_bytes()[:4] == b"\x89PNG"
     assert finished.path("figures", "trajectories.pdf").read_bytes()[:4] == b"%PDF"
+    # Each run's resolved settings; open_clip's folder config beside every checkpoint (base model included).
+    for run in (*TRAINED_RUNS, "zeroshot"):
+        settings = json.loads(finished.path("runs", run, "config.json").read_text())
+        assert settings["run"] == run and settings["training"]["lr"] == cfg["training"]["lr"]
+        assert settings["steps_per_task"] == (budgets[run]["steps"] if run in budgets else 0)
+    for run in TRAINED_RUNS:
+        for t in range(1, tasks + 1):
+            assert finished.path("runs", run, f"task{t:03d}", "open_clip_config.json").is_file()
+    assert finished.path("models", "fomo-micro", "open_clip_config.json").is_file()
+
+
+def test_outputs_honour_the_umask(finished):
+    """Colleagues can read the results: files and folders get the umask's mode, not mkstemp's 0600 / mkdtemp's 0700
+    (the pipeline ran with this process's umask)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for path in (finished.path("data", "digits"), finished.path("runs", "finetune", "task001")):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~umask, path
+    for path in (finished.path("data", "digits", "manifest.parquet"), finished.path("data", "catalog.duckdb"),
+                 finished.path("runs", "finetune", "task001", "model.safetensors"),
+                 finished.path("runs", "finetune", "budget.json"), finished.path("fomoflux.duckdb"),
+                 finished.path("figures", "trajectories.png"), finished.path("models", "fomo-micro", "base.safetensors")):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+
+
+def test_logs_have_plain_timestamped_progress_lines(finished):
+    """No tqdm bar (carriage returns) in a log file: one timestamped line per log row, naming run and task."""
+    log = finished.path("logs", "train_task", "finetune", "task002.log").read_text()
+    assert "\r" not in log
+    lines = [line for line in log.splitlines() if "run finetune task 2/2 [finetune]: step" in line]
+    assert len(lines) == 2 and lines[-1].split(": step ")[1].startswith("4/4"), log[-2000:]
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line) for line in lines)
+    base = finished.path("logs", "pretrain_base", "fomo-micro.log").read_text()
+    assert "\r" not in base and "pretrain_base fomo-micro (fomo-micro-vit): step 30/30" in base, base[-2000:]
 
 
 def test_results_are_queryable_in_duckdb(finished):
@@ -62,6 +99,11 @@ def test_results_are_queryable_in_duckdb(finished):
     assert len(start) == 1, "every run starts at the same zero-shot point"
     tasks = con.execute("SELECT run, max(task) FROM summary GROUP BY run").fetchall()
     assert all(t == 2 for _, t in tasks)
+    # The runs' settings beside their scores: select runs by method option, join with the final scores.
+    lora = con.execute("SELECT r.run, r.steps_per_task, f.A_KA FROM runs r JOIN final f USING (run) "
+                       "WHERE json_extract(r.method_options, '$.rank')::INT = 2").fetchall()
+    assert [row[0] for row in lora] == ["lora"] and lora[0][1] > 4
+    assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == len(TRAINED_RUNS) + 1
 
 
 def test_second_run_does_nothing(finished):
@@ -81,6 +123,38 @@ def test_checkpoint_loads_with_plain_open_clip(finished):
         capture_output=True, text=True, check=True,
     )
     assert "loaded" in proc.stdout
+    # One line, nothing registered: `local-dir:` reads open_clip_config.json and the folder's model.safetensors
+    # (LoRA's adapter folded into plain weights; the base model's folder has its one checkpoint).
+    code = (
+        "import open_clip, sys, torch; from safetensors.torch import load_file\n"
+        "for folder, weights in zip(sys.argv[1::2], sys.argv[2::2]):\n"
+        "    m, _, pre = open_clip.create_model_and_transforms('local-dir:' + folder)\n"
+        "    saved = load_file(weights)\n"
+        "    assert all(torch.equal(v, saved[k]) for k, v in m.state_dict().items()), folder\n"
+        "print('local-dir loaded')\n"
+    )
+    folders = [finished.path("runs", "finetune", "task002"), finished.path("runs", "lora", "task002"),
+               finished.path("models", "fomo-micro")]
+    pairs = [str(p) for f in folders for p in (f, f / ("base.safetensors" if f.parent.name == "models" else
+                                                           "model.safetensors"))]
+    proc = subprocess.run([sys.executable, "-c", code, *pairs], capture_output=True, text=True, cwd=finished.root)
+    assert proc.returncode == 0 and "local-dir loaded" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_tracking_reruns_nothing_and_records_what_runs(fresh_copy):
+    """Switching TensorBoard on invalidates no result; the jobs that run afterwards write their curves."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    fresh_copy.edit_config(lambda c: c.update(tracking={"tensorboard": True}))
+    out = fresh_copy.snakemake("--dry-run").stdout
+    assert "Nothing to be done" in out, out[-2000:]
+    fresh_copy.snakemake("results/runs/finetune/task001/model.safetensors", "results/runs/finetune/metrics.parquet",
+                         "--forcerun", "train_task", "aggregate_run")
+    events = EventAccumulator(str(fresh_copy.path("tracking", "finetune")))
+    events.Reload()
+    # finetune trains 4 steps a task: task 2 continues the curve at step 4 (logged at steps 0 and 3 of each task)
+    assert [e.step for e in events.Scalars("train/loss")] == [0, 3, 4, 7]
+    assert [e.step for e in events.Scalars("eval/A_KA")] == [0, 1, 2]
 
 
 def test_shards_read_back_with_plain_webdataset(finished):
@@ -186,7 +260,7 @@ def test_killed_training_job_resumes_bit_identically(fresh_copy):
     project.snakemake("--unlock")  # Snakemake itself was killed too: its lock stays until released
     project.snakemake()
     log = project.path("logs", "train_task", "finetune", "task002.log").read_text()
-    assert "resuming task 1 after step" in log, log[-2000:]
+    assert "run finetune task 2/2 [finetune]: resuming after step" in log, log[-2000:]
     assert not snapshot.parent.exists(), "the snapshot folder must be removed once the task's outputs are complete"
     interrupted = {t: project.path("runs", "finetune", f"task{t:03d}", "model.safetensors").read_bytes() for t in (1, 2)}
     metrics = pl.read_parquet(project.path("runs", "finetune", "metrics.parquet")).sort("task", "dataset", "metric")

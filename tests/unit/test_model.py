@@ -14,11 +14,13 @@ from toy import MICRO, states_equal
 from fomoflux.errors import CheckpointError, ConfigError
 from fomoflux.model import (
     CONFIG_DIR,
+    OPEN_CLIP_CONFIG_NAME,
     architecture_config,
     create_model,
     read_checkpoint_metadata,
     register_architecture,
     save_checkpoint,
+    write_open_clip_config,
 )
 
 
@@ -110,6 +112,59 @@ def test_checkpoint_loads_in_plain_open_clip(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout
+
+
+def test_task_folder_loads_in_one_line_with_open_clip_local_dir(tmp_path):
+    """A task folder as the pipeline leaves it (trained weights, method state, a merge, open_clip_config.json) loads
+    with `local-dir:` in a fresh process where nothing is registered: the trained weights (not the merge or the
+    state), the pipeline's preprocessing and a tokenizer of the model's context length."""
+    model, _ = create_model(MICRO, seed=6)
+    folder = tmp_path / "runs" / "finetune" / "task002"
+    save_checkpoint(model, folder / "model.safetensors")
+    other, _ = create_model(MICRO, seed=7)
+    save_checkpoint(other, folder / "merge_sequential.safetensors")  # sorts before model.safetensors
+    save_checkpoint(other, folder / "method_state.safetensors")
+    written = write_open_clip_config(folder, MICRO)
+    assert written == folder / OPEN_CLIP_CONFIG_NAME
+    config = json.loads(written.read_text())
+    assert config["model_cfg"] == architecture_config(MICRO)
+    assert config["preprocess_cfg"]["size"] == [32, 32] and config["preprocess_cfg"]["interpolation"] == "bicubic"
+    base = tmp_path / "models" / "fomo-micro"
+    save_checkpoint(other, base / "base.safetensors")  # the base model's folder: its one checkpoint
+    write_open_clip_config(base / OPEN_CLIP_CONFIG_NAME, MICRO)
+    code = textwrap.dedent(
+        f"""
+        import sys, open_clip, torch
+        from PIL import Image
+        from safetensors.torch import load_file
+        assert {MICRO!r} not in open_clip.list_models()
+        for folder, weights in (({str(folder)!r}, "model.safetensors"), ({str(base)!r}, "base.safetensors")):
+            model, _, preprocess = open_clip.create_model_and_transforms("local-dir:" + folder)
+            saved = load_file(folder + "/" + weights)
+            state = model.state_dict()
+            assert state.keys() == saved.keys()
+            assert all(torch.equal(state[k], saved[k]) for k in state), folder
+        image = preprocess(Image.new("RGB", (50, 40), (200, 10, 10)))
+        assert tuple(image.shape) == (3, 32, 32), image.shape
+        tokens = open_clip.get_tokenizer("local-dir:" + {str(folder)!r})(["a photo of a cat"])
+        assert tuple(tokens.shape) == (1, 24), tokens.shape
+        model.eval()
+        with torch.no_grad():
+            print(model.encode_image(image[None]).abs().sum().item())
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    # The same numbers as the pipeline's own model with those weights (the preprocessing is open_clip's).
+    from PIL import Image
+    import open_clip
+
+    ours, _ = create_model(MICRO, checkpoint=base / "base.safetensors")
+    ours.eval()
+    transform = open_clip.image_transform(32, is_train=False)
+    with torch.no_grad():
+        expected = ours.encode_image(transform(Image.new("RGB", (50, 40), (200, 10, 10)))[None]).abs().sum().item()
+    assert float(result.stdout.split()[-1]) == pytest.approx(expected, rel=1e-5)
 
 
 def test_checkpoint_errors(tmp_path):

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from fomoflux.metrics import matrix_from_evals, summarize
-from fomoflux.plots import plot_budgets, plot_heatmap, plot_schedules, plot_trajectories
+from fomoflux.plots import X_LABEL, Y_LABEL, plot_budgets, plot_heatmap, plot_schedules, plot_trajectories
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -42,8 +42,35 @@ def _check_files(png, pdf):
 def test_trajectories_png_and_pdf(tmp_path):
     matrix = pl.concat([_matrix("finetune", 5, slope=0.08), _matrix("lora", 5, slope=0.02), _matrix("ema", 3)])
     png, pdf = tmp_path / "traj.png", tmp_path / "traj.pdf"
-    plot_trajectories(summarize(matrix), png, pdf, title="toy stream")
+    fig = plot_trajectories(summarize(matrix), png, pdf, title="toy stream")
     _check_files(png, pdf)
+    ax = fig.axes[0]
+    # the paper's notation as matplotlib math text: subscripts, not "A_KA"
+    assert ax.get_xlabel() == X_LABEL == r"Knowledge accumulation $A_{KA}$ (%)"
+    assert ax.get_ylabel() == Y_LABEL == r"Zero-shot retention $A_{ZS}$ (%)"
+    assert not [ln for ln in ax.lines if list(ln.get_xdata()) == [0, 1]]  # no zero-shot run given: no reference lines
+
+
+def test_trajectories_show_the_zero_shot_run(tmp_path):
+    # A zero-shot run scores the base model at every task: one point, under the start star. It is drawn as dotted
+    # reference lines through its scores instead of as a trajectory.
+    base = summarize(_matrix("finetune", 3, slope=0.0)).filter(pl.col("task") == 0)
+    zeroshot = pl.concat([base.with_columns(pl.lit(t, pl.Int64).alias("task")) for t in range(4)])
+    zeroshot = zeroshot.with_columns(pl.lit("zeroshot").alias("run"))
+    summary = pl.concat([summarize(_matrix("finetune", 3, slope=0.08)), zeroshot])
+    fig = plot_trajectories(summary, tmp_path / "t.png", tmp_path / "t.pdf", zero_shot_runs=["zeroshot", "absent"])
+    _check_files(tmp_path / "t.png", tmp_path / "t.pdf")
+    ax = fig.axes[0]
+    x0, y0 = 100 * base["A_KA"][0], 100 * base["A_ZS"][0]
+    # axhline / axvline: data coordinates on one axis, 0..1 (axes fraction) on the other
+    horizontal = [ln for ln in ax.lines if list(ln.get_ydata()) == [y0, y0] and list(ln.get_xdata()) == [0, 1]]
+    vertical = [ln for ln in ax.lines if list(ln.get_xdata()) == [x0, x0] and list(ln.get_ydata()) == [0, 1]]
+    assert len(horizontal) == len(vertical) == 1
+    assert horizontal[0].get_color() == vertical[0].get_color() == "black"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert f"zeroshot (base model): $A_{{KA}}$ {x0:.1f}, $A_{{ZS}}$ {y0:.1f}" in legend
+    assert "finetune" in legend and "zeroshot" not in legend  # no trajectory line for the zero-shot run
+    assert not [ln for ln in ax.lines if ln.get_label() == "zeroshot"]
 
 
 def test_trajectories_many_runs_and_no_task0(tmp_path):
@@ -162,6 +189,7 @@ def test_schedules_sparse_logs_keep_the_true_step(tmp_path):
 def test_schedules_score_panel(tmp_path):
     fig = plot_schedules(FINAL, _lr_curves(), tmp_path / "s.png", tmp_path / "s.pdf")
     ax = fig.axes[1]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == (X_LABEL, Y_LABEL)
     points = {}
     for container in ax.containers:
         marker_line, _, bar_lines = container.lines
@@ -217,6 +245,7 @@ BUDGETS = pl.DataFrame({
     "reference_steps": [1000, 1000, 1000, 1000],
     "flops_ratio": [1.0, 0.62, 0.62, 1.0],
     "memory_ratio": [1.0, 0.675, 0.675, 1.3],
+    "mode": ["maf"] * 4,
 })
 
 
@@ -232,6 +261,7 @@ def test_budgets_png_pdf_and_reproducible_pdf(tmp_path):
 def test_budgets_bars_reference_and_notes(tmp_path):
     fig = plot_budgets(BUDGETS, tmp_path / "b.png", tmp_path / "b.pdf")
     ax = fig.axes[0]
+    assert ax.get_xlabel() == "Training steps per task (budget: maf, equal memory-adjusted FLOPs)"
     assert ax.get_xscale() == "log"  # 7 to 2400 steps
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == ["ewc", "ft (finetune)", "lora-s1 (lora)", "lora-s0 (lora)"]  # bottom to top
@@ -255,6 +285,16 @@ def test_budgets_linear_axis(tmp_path):
     assert [b.get_width() for b in ax.patches] == [600, 1000, 1500, 1500]
 
 
+def test_budgets_axis_names_the_budget_mode(tmp_path):
+    fixed = BUDGETS.with_columns(pl.lit("fixed").alias("mode"), pl.lit(1000).alias("steps"))
+    fig = plot_budgets(fixed, tmp_path / "b.png", tmp_path / "b.pdf")
+    assert fig.axes[0].get_xlabel() == "Training steps per task (budget: fixed, training.steps for every method)"
+    mixed = BUDGETS.with_columns(pl.Series("mode", ["flops", "maf", "maf", "flops"]))
+    fig = plot_budgets(mixed, tmp_path / "b.png", tmp_path / "b.pdf")
+    assert fig.axes[0].get_xlabel() == ("Training steps per task (budget: flops, equal FLOPs; "
+                                        "maf, equal memory-adjusted FLOPs)")
+
+
 def test_budgets_errors(tmp_path):
     png, pdf = tmp_path / "b.png", tmp_path / "b.pdf"
     with pytest.raises(ValueError, match=r"missing columns \['memory_ratio'\]"):
@@ -265,4 +305,6 @@ def test_budgets_errors(tmp_path):
         plot_budgets(BUDGETS.with_columns(pl.lit(0).alias("steps")), png, pdf)
     with pytest.raises(ValueError, match="flops_ratio must be finite and > 0"):
         plot_budgets(BUDGETS.with_columns(pl.lit(float("nan")).alias("flops_ratio")), png, pdf)
+    with pytest.raises(ValueError, match=r"mode must be one of maf, flops, fixed, got \['memory'\]"):
+        plot_budgets(BUDGETS.with_columns(pl.lit("memory").alias("mode")), png, pdf)
     assert not list(tmp_path.iterdir())

@@ -7,21 +7,25 @@ import json
 import math
 import os
 
-from snakemake.utils import validate
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from fomoflux import resources as job_resources
 from fomoflux import versions
+from fomoflux.config_schema import validate_config
 from fomoflux.errors import FomofluxError
 from fomoflux.plan import build_plan
+from fomoflux.tracking import run_settings
 
-
-validate(config, schema="../../config/schema/config.schema.yaml")
 
 try:
+    # Defaults filled, and a violation is one line naming the key path and what is allowed there (Snakemake's
+    # snakemake.utils.validate prints the whole sub-schema instead).
+    validate_config(config, workflow.source_path("../../config/schema/config.schema.yaml"))
     PLAN = build_plan(config)
     CLUSTER = job_resources.ResourceSettings.from_config(config.get("cluster"))
 except FomofluxError as err:
-    raise WorkflowError(f"invalid configuration: {err}") from None
+    _sources = [os.path.relpath(f) for f in workflow.configfiles] + (["--config"] if workflow.config_settings.config else [])
+    raise WorkflowError(f"invalid configuration ({' + '.join(_sources) or 'no config file'}): {err}") from None
 
 if PLAN.missing:
     # One message for everything missing. A dry run still lists the whole DAG; a real run stops before any job
@@ -50,22 +54,34 @@ for _variable in ("FOMOFLUX_SLURM_PARTITION", "FOMOFLUX_SLURM_ACCOUNT"):
     os.environ.setdefault(_variable, "")
 
 # One software environment for every rule (used with --software-deployment-method conda); the pinned
-# requirements are the same ones scripts/setup.sh installs.
+# requirements are the same ones scripts/setup.sh installs. Untested (no conda where this project is tested): see
+# environment.yml.
 CONDA_ENV = "../../environment.yml"
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    # The conda environment holds the dependencies only (Snakemake builds it from a copy of environment.yml, where
+    # `-e .` would name the wrong folder): jobs, which inherit this process's environment, import fomoflux from
+    # this checkout.
+    _src = Path(workflow.current_basedir.join("../../src").get_path_or_uri(secret_free=True)).resolve()
+    # (update(), not os.environ[...] =: the linter takes that for a variable the workflow needs from the user.)
+    os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [str(_src), os.environ.get("PYTHONPATH")])))
 
 RESULTS = str(PLAN.results)
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 
-DATASET_DIR = f"{RESULTS}/data/{{dataset}}"
-ARCHIVE = f"{RESULTS}/downloads/{{dataset}}.archive"
-CATALOG = f"{RESULTS}/data/catalog.duckdb"
+# What experiments on the same benchmark and base model share (config key data_root, default: results): downloads,
+# shards, the catalog and the base model with its evaluations. Outputs there are keyed by dataset and model name,
+# and Snakemake's params trigger regenerates one whose settings differ, so a shared folder is never silently stale.
+DATA_ROOT = str(config.get("data_root", RESULTS))
+DATASET_DIR = f"{DATA_ROOT}/data/{{dataset}}"
+ARCHIVE = f"{DATA_ROOT}/downloads/{{dataset}}.archive"
+CATALOG = f"{DATA_ROOT}/data/catalog.duckdb"
 ORDERING = f"{RESULTS}/streams/{{stream}}/ordering.json"
 TASKS = f"{RESULTS}/streams/{{stream}}/tasks.json"
-BASE_CHECKPOINT = f"{RESULTS}/models/{{model}}/base.safetensors"
-BASE_LOG = f"{RESULTS}/models/{{model}}/pretrain_log.parquet"
-BASE_EVAL = f"{RESULTS}/models/{{model}}/eval.parquet"
-CLASS_ACCURACY = f"{RESULTS}/models/{{model}}/class_accuracy.parquet"
+BASE_CHECKPOINT = f"{DATA_ROOT}/models/{{model}}/base.safetensors"
+BASE_LOG = f"{DATA_ROOT}/models/{{model}}/pretrain_log.parquet"
+BASE_EVAL = f"{DATA_ROOT}/models/{{model}}/eval.parquet"
+CLASS_ACCURACY = f"{DATA_ROOT}/models/{{model}}/class_accuracy.parquet"
 TASK_DIR = f"{RESULTS}/runs/{{run}}/task{{task}}"
 TASK_MERGE = f"{TASK_DIR}/merge_{{kind}}.safetensors"
 PROFILE = f"{RESULTS}/profiles/{{model}}/{{profile}}.json"
@@ -79,7 +95,13 @@ FIGURE_HEATMAP = f"{RESULTS}/figures/heatmap_{{run}}.{{ext}}"
 FIGURE_SCHEDULES = f"{RESULTS}/figures/schedules.{{ext}}"
 FIGURE_BUDGETS = f"{RESULTS}/figures/budgets.{{ext}}"
 FIGURE_COMPARISON = f"{RESULTS}/figures/compare_{{comparison}}.{{ext}}"
+SCORE_TABLE = f"{RESULTS}/tables/final_scores.{{ext}}"
 FIGURE_EXTS = ["png", "pdf"]
+# open_clip's model-folder config beside each checkpoint (`local-dir:` loading) and each run's resolved settings
+# (workflow/rules/export.smk).
+TASK_OPEN_CLIP_CONFIG = f"{TASK_DIR}/open_clip_config.json"
+BASE_OPEN_CLIP_CONFIG = BASE_CHECKPOINT.replace("base.safetensors", "open_clip_config.json")
+RUN_CONFIG = f"{RESULTS}/runs/{{run}}/config.json"
 
 
 wildcard_constraints:
@@ -106,14 +128,29 @@ def all_targets():
         RESULTS_DB,
         expand(FIGURE_TRAJECTORIES, ext=FIGURE_EXTS),
         expand(FIGURE_HEATMAP, run=runs, ext=FIGURE_EXTS),
-        expand(FIGURE_SCHEDULES, ext=FIGURE_EXTS) if trained_runs() else [],
+        # Comparing schedules takes two: with one (the default config: cosine everywhere) the figure is not made.
+        expand(FIGURE_SCHEDULES, ext=FIGURE_EXTS) if len(trained_schedules()) >= 2 else [],
         expand(FIGURE_BUDGETS, ext=FIGURE_EXTS) if trained_runs() else [],
         expand(FIGURE_COMPARISON, comparison=list(PLAN.figures.get("comparisons", {})), ext=FIGURE_EXTS),
+        expand(RUN_CONFIG, run=runs),
+        open_clip_configs(),
+        expand(SCORE_TABLE, ext=["csv", "html"]),
     ]
 
 
 def trained_runs():
     return [name for name, run in PLAN.runs.items() if run.updates_weights]
+
+
+def open_clip_configs():
+    """open_clip_config.json beside the base model and every task checkpoint of the runs that train."""
+    tasks = [f"{folder}/open_clip_config.json" for run in trained_runs() for folder in run_task_dirs(run)]
+    return [BASE_OPEN_CLIP_CONFIG.format(model=PLAN.model.name), *tasks]
+
+
+def trained_schedules():
+    """The distinct learning-rate schedules of the runs that train (what figures/schedules compares)."""
+    return sorted({PLAN.runs[run].training["schedule"] for run in trained_runs()})
 
 
 # ---- data --------------------------------------------------------------------------------------------------
@@ -478,3 +515,24 @@ def merge_mem_mb(wildcards, input, attempt):
     # Merges stream tensor by tensor: the merged model, one input model and the operator's work tensors.
     _require(*input)  # evaluated when the job is ready: a dry run does not construct the model for this
     return math.ceil((CLUSTER.base_memory_mb * 2**20 + 4 * 4 * _model_params()) / 2**20) * attempt
+
+
+# ---- report and export ---------------------------------------------------------------------------------------
+
+
+def report_labels(figure, run="all runs", method="all methods"):
+    """The labels of a report item (workflow/rules/report.smk)."""
+    return {"figure": figure, "run": run, "method": method}
+
+
+def run_methods(runs):
+    return ", ".join(sorted({PLAN.runs[r].method for r in runs}))
+
+
+def comparison_runs(comparison):
+    return PLAN.figures["comparisons"][comparison]["runs"]
+
+
+def run_config_inputs(wildcards):
+    """The run's budget (its steps per task), for runs that train (workflow/rules/export.smk)."""
+    return {"budget": RUN_BUDGET.format(run=wildcards.run)} if PLAN.runs[wildcards.run].updates_weights else {}

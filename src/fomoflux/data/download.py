@@ -18,7 +18,6 @@ import http.client
 import os
 import re
 import socket
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -26,10 +25,9 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
-from tqdm import tqdm
-
 from fomoflux.errors import DataError, DownloadError
 from fomoflux.io import write_text
+from fomoflux.progress import progress as make_progress
 
 CHUNK = 1 << 20
 USER_AGENT = "fomoflux-download/1"
@@ -57,7 +55,7 @@ def _looks_like_html(head: bytes) -> bool:
     return start.startswith(b"<!doctype") or start.startswith(b"<html")
 
 
-def _copy_body(response: BinaryIO, out: BinaryIO, bar: tqdm, url: str, check_html: bool) -> int:
+def _copy_body(response: BinaryIO, out: BinaryIO, bar, url: str, check_html: bool) -> int:
     """Stream the response body to ``out``; returns the number of bytes written."""
     written = 0
     first = True
@@ -73,10 +71,10 @@ def _copy_body(response: BinaryIO, out: BinaryIO, bar: tqdm, url: str, check_htm
         first = False
         out.write(block)
         written += len(block)
-        bar.update(len(block))
+        bar.advance(len(block))
 
 
-def _attempt(url: str, part: Path, timeout: float, bar: tqdm) -> None:
+def _attempt(url: str, part: Path, timeout: float, bar) -> None:
     """One request: appends to ``part`` (resuming) or rewrites it. Raises _Retry for transient failures."""
     scheme = urllib.parse.urlsplit(url).scheme
     offset = part.stat().st_size if part.exists() else 0
@@ -115,22 +113,21 @@ def _attempt(url: str, part: Path, timeout: float, bar: tqdm) -> None:
         length_header = response.headers.get("Content-Length")
         expected = int(length_header) if length_header and length_header.isdigit() else None
         mode = "wb"
+        total = None
         if offset and status == 206:
             match = _CONTENT_RANGE.match(response.headers.get("Content-Range", "") or "")
             if match and int(match.group(1)) == offset:
                 mode = "ab"
                 if match.group(3) != "*":
-                    bar.total = int(match.group(3))
+                    total = int(match.group(3))
             else:
                 # A range other than the one asked for: take nothing from it and start over.
                 part.unlink(missing_ok=True)
                 raise _Retry(f"server answered range {response.headers.get('Content-Range')!r} for offset {offset}")
         if mode == "wb":
             offset = 0
-            if expected is not None:
-                bar.total = expected
-        bar.reset(total=bar.total)
-        bar.update(offset)
+            total = expected
+        bar.restart(offset, total)
         try:
             with open(part, mode) as out:
                 written = _copy_body(response, out, bar, url, check_html=(mode == "wb"))
@@ -162,7 +159,9 @@ def download(url: str, dest: Path, sha256: str | None, *, retries: int = 3, time
 
     failures = 0
     best = part.stat().st_size if part.exists() else 0
-    with tqdm(desc=dest.name, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, mininterval=1.0) as bar:
+    # tqdm's bar on a terminal, timestamped lines every 30 s in the job's log (fomoflux.progress)
+    with make_progress(None, f"download {dest.name}", unit="B", interval_s=30.0, unit_scale=True,
+                       unit_divisor=1024) as bar:
         while True:
             try:
                 _attempt(url, part, timeout, bar)
@@ -176,7 +175,7 @@ def download(url: str, dest: Path, sha256: str | None, *, retries: int = 3, time
                 if failures > retries:
                     raise DownloadError(f"{url}: giving up after {failures} failed attempt(s): {reason}") from None
                 wait = backoff * 2 ** (failures - 1)
-                bar.write(f"download {url}: {reason}; retry {failures}/{retries} in {wait:.1f}s", file=sys.stderr)
+                bar.message(f"download {url}: {reason}; retry {failures}/{retries} in {wait:.1f}s")
                 time.sleep(wait)
 
     actual = sha256_file(part)

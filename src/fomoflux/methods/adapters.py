@@ -45,6 +45,7 @@ from fomoflux.methods.base import Method, TaskContext
 
 __all__ = [
     "ADAPTER_OPTIONS",
+    "ADAPTER_OPTION_HELP",
     "TARGETS",
     "TOWERS",
     "TOWER_BLOCKS",
@@ -73,6 +74,12 @@ ADAPTER_OPTIONS: dict[str, Any] = {
     "towers": "both",
     "targets": ["attn_in", "mlp_out"],
     "blocks": None,
+}
+ADAPTER_OPTION_HELP: dict[str, str] = {
+    "rank": "rank r of the adapter's low-rank matrices",
+    "towers": "which towers get adapters: both, image or text",
+    "targets": "the weights of each residual block adapted: attn_in, attn_out, mlp_in, mlp_out",
+    "blocks": "indices of the residual blocks adapted in each tower (negative: from the end; null: all)",
 }
 
 
@@ -172,6 +179,7 @@ class AdapterMethod(Method):
     """
 
     options: ClassVar[Mapping[str, Any]] = ADAPTER_OPTIONS
+    option_help: ClassVar[Mapping[str, str]] = ADAPTER_OPTION_HELP
     weight_tensors: ClassVar[tuple[str, ...]] = ()
     frozen_tensors: ClassVar[frozenset[str]] = frozenset()
 

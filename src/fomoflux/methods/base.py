@@ -80,14 +80,19 @@ class TaskContext:
 class Method:
     """Base class: full fine-tuning semantics with no-op hooks. Subclasses override what they need.
 
-    Options are declared as a class-level dict of defaults (``options = {"weight": 0.5}``); ``__init__`` checks
-    the given names and types (``fomoflux.registry.resolve_options``: unknown → ConfigError naming method and
-    option) and sets each option as an attribute. Override :meth:`validate` for range checks.
+    Options are declared as a class-level dict of defaults (``options = {"weight": 0.5}``) with one help string
+    per option in ``option_help`` (what ``fomoflux methods`` prints; tests/unit/test_cli.py requires one for every
+    option); ``__init__`` checks the given names and types (``fomoflux.registry.resolve_options``: unknown →
+    ConfigError naming method and option) and sets each option as an attribute. Override :meth:`validate` for range
+    checks. ``summary`` is the one-paragraph description listed for the method (default: the class docstring, else
+    the module docstring's first paragraph).
     """
 
     name: ClassVar[str] = ""
     updates_weights: ClassVar[bool] = True
     options: ClassVar[Mapping[str, Any]] = {}
+    option_help: ClassVar[Mapping[str, str]] = {}
+    summary: ClassVar[str] = ""
 
     def __init__(self, **options: Any) -> None:
         values = resolve_options(f"method {self.name!r}", self.options, options)

@@ -16,7 +16,7 @@ import torch
 
 from fomoflux.methods.adapters import AdapterMethod, attach_tensors
 from fomoflux.methods.base import register_method
-from fomoflux.methods.lora import LORA_OPTIONS, check_scale, low_rank_factors
+from fomoflux.methods.lora import LORA_OPTION_HELP, LORA_OPTIONS, check_scale, low_rank_factors
 
 __all__ = ["DoRA", "DoRAWeight"]
 
@@ -38,6 +38,7 @@ class DoRAWeight(torch.nn.Module):
 @register_method("dora")
 class DoRA(AdapterMethod):
     options: ClassVar[Mapping[str, Any]] = LORA_OPTIONS
+    option_help: ClassVar[Mapping[str, str]] = LORA_OPTION_HELP
     weight_tensors = ("lora_A", "lora_B", "magnitude")
 
     def validate(self) -> None:

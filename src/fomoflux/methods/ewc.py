@@ -142,7 +142,15 @@ def estimate_fisher(
 
 @register_method("ewc")
 class EWC(AnchoredMethod):
+    summary = ("Elastic Weight Consolidation (Kirkpatrick et al., 2017): full fine-tuning plus λ/2 · Σ F (θ − θ*)², "
+               "with an online, decayed diagonal Fisher F and θ* the weights after the previous task.")
     options: ClassVar[dict[str, Any]] = {"lam": 1.0, "gamma": 1.0, "fisher_samples": 50000, "fisher_batch_size": 64}
+    option_help: ClassVar[dict[str, str]] = {
+        "lam": "λ >= 0, the penalty's strength",
+        "gamma": "decay γ in [0, 1] of the online Fisher: F ← γ·F + F_t after each task",
+        "fisher_samples": "at most this many samples of the finished task estimate its Fisher F_t",
+        "fisher_batch_size": "mini-batch size of the Fisher pass, >= 2 (a contrastive loss needs negatives)",
+    }
     importance_key = "fisher"
 
     def validate(self) -> None:

@@ -24,6 +24,8 @@ TEMPERATURE = "logit_scale"
 class LockedText(Method):
     """θ_image trains, θ_text and the temperature are frozen."""
 
+    summary = "Locked text tower (LiT-style): the image tower is fully fine-tuned; the text tower and the temperature stay frozen."
+
     def trainable_parameters(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
         return [p for n, p in model.named_parameters() if n.startswith(IMAGE_PREFIX)]
 
@@ -31,6 +33,8 @@ class LockedText(Method):
 @register_method("locked_image")
 class LockedImage(Method):
     """θ_text trains, θ_image and the temperature are frozen."""
+
+    summary = "Locked image tower: the text tower is fully fine-tuned; the image tower and the temperature stay frozen."
 
     def trainable_parameters(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
         return [p for n, p in model.named_parameters() if not n.startswith(IMAGE_PREFIX) and n != TEMPERATURE]

@@ -14,12 +14,24 @@ from typing import Any, ClassVar
 import torch
 
 from fomoflux.errors import ConfigError
-from fomoflux.methods.adapters import ADAPTER_OPTIONS, AdapterMethod, adapter_seed, attach_tensors, kaiming_uniform
+from fomoflux.methods.adapters import (
+    ADAPTER_OPTION_HELP,
+    ADAPTER_OPTIONS,
+    AdapterMethod,
+    adapter_seed,
+    attach_tensors,
+    kaiming_uniform,
+)
 from fomoflux.methods.base import register_method
 
-__all__ = ["LORA_OPTIONS", "LoRA", "LoRAWeight", "low_rank_factors"]
+__all__ = ["LORA_OPTIONS", "LORA_OPTION_HELP", "LoRA", "LoRAWeight", "low_rank_factors"]
 
 LORA_OPTIONS: dict[str, Any] = {**ADAPTER_OPTIONS, "scale": 1.0}
+LORA_OPTION_HELP: dict[str, str] = {
+    **ADAPTER_OPTION_HELP,
+    "rank": "rank r of the update s·B@A (A: r × in, B: out × r)",
+    "scale": "s in W' = W0 + s·B@A (peft's alpha / r), a finite number > 0",
+}
 
 
 class LoRAWeight(torch.nn.Module):
@@ -55,6 +67,7 @@ def check_scale(method: str, scale: float) -> None:
 @register_method("lora")
 class LoRA(AdapterMethod):
     options: ClassVar[Mapping[str, Any]] = LORA_OPTIONS
+    option_help: ClassVar[Mapping[str, str]] = LORA_OPTION_HELP
     weight_tensors = ("lora_A", "lora_B")
 
     def validate(self) -> None:

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Mapping
 from fomoflux.errors import ConfigError
 from fomoflux.methods.base import Method
 
-__all__ = ["MergeMethod", "MERGE_KINDS", "INIT_CHOICES", "DEPLOY_CHOICES", "merge_weights"]
+__all__ = ["MergeMethod", "MERGE_KINDS", "MERGE_OPTION_HELP", "INIT_CHOICES", "DEPLOY_CHOICES", "merge_weights"]
 
 MERGE_KINDS = ("sequential", "oneshot", "anchored")
 INIT_CHOICES = ("latest", "base", *MERGE_KINDS)
@@ -45,6 +45,17 @@ MERGE_OPTIONS: dict[str, Any] = {
     "operator_options": {},
     "lines": None,  # LiNeS depth scaling {"alpha": a, "beta": b}
 }
+MERGE_OPTION_HELP: dict[str, str] = {
+    "weight": "w in [0, 1] of the sequential and anchored merges: m_t = (1 − w)·m_{t−1} + w·θ_t",
+    "weighting": "one-shot merge weights over the experts: uniform, linear, sqrt, quadratic, cubic, exp or log",
+    "reverse": "one-shot merge: reverse the weighting, so that earlier experts weigh more",
+    "include_base": "one-shot merge: θ0 is one of the merged models",
+    "weights": "one-shot merge: explicit weights, one per task (θ0 first with include_base), instead of weighting",
+    "operator": "merge operator over task vectors (fomoflux operators lists them): interpolation, slerp, "
+                "task_arithmetic, ties, dare, breadcrumbs, magmax, model_stock, tall_masks, random",
+    "operator_options": "options of the operator (e.g. {density: 0.2} for ties; fomoflux operators lists them)",
+    "lines": "LiNeS depth scaling of the merged task vector, {alpha: a, beta: b} (null: off)",
+}
 
 
 class MergeMethod(Method):
@@ -53,6 +64,7 @@ class MergeMethod(Method):
     init_from: ClassVar[str] = "latest"
     deploy_from: ClassVar[str] = "latest"
     options: ClassVar[Mapping[str, Any]] = {}
+    option_help: ClassVar[Mapping[str, str]] = MERGE_OPTION_HELP
 
     def validate(self) -> None:
         if self.init_from not in INIT_CHOICES:

@@ -37,7 +37,13 @@ __all__ = ["SI"]
 
 @register_method("si")
 class SI(AnchoredMethod):
+    summary = ("Synaptic Intelligence (Zenke, Poole & Ganguli, 2017): full fine-tuning plus c · Σ Ω (θ − θ*)², with "
+               "Ω the path integral of each parameter's contribution to the loss and θ* the weights after the previous task.")
     options: ClassVar[dict[str, Any]] = {"c": 1.0, "xi": 1e-3}
+    option_help: ClassVar[dict[str, str]] = {
+        "c": "c >= 0, the penalty's strength",
+        "xi": "damping ξ > 0 in Ω ← Ω + ω / ((θ_end − θ_start)² + ξ)",
+    }
     importance_key = "omega"
 
     def __init__(self, **options) -> None:

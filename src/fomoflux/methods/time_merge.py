@@ -9,12 +9,17 @@ previous experts, and so on.
 from __future__ import annotations
 
 from fomoflux.methods.base import register_method
-from fomoflux.methods.merging import MERGE_OPTIONS, MergeMethod
+from fomoflux.methods.merging import MERGE_OPTION_HELP, MERGE_OPTIONS, MergeMethod
 
 
 @register_method("time_merge")
 class TimeMerge(MergeMethod):
     options = {"init": "sequential", "deploy": "sequential", **MERGE_OPTIONS}
+    option_help = {
+        "init": "where each task starts: latest, base, sequential, oneshot or anchored (a merge of the previous task)",
+        "deploy": "what is evaluated after each task: latest, sequential, oneshot or anchored",
+        **MERGE_OPTION_HELP,
+    }
 
     def validate(self) -> None:
         self.init_from = self.init

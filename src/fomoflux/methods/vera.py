@@ -18,7 +18,14 @@ from typing import Any, ClassVar
 import torch
 
 from fomoflux.errors import ConfigError
-from fomoflux.methods.adapters import ADAPTER_OPTIONS, AdapterMethod, adapter_seed, attach_tensors, kaiming_uniform
+from fomoflux.methods.adapters import (
+    ADAPTER_OPTION_HELP,
+    ADAPTER_OPTIONS,
+    AdapterMethod,
+    adapter_seed,
+    attach_tensors,
+    kaiming_uniform,
+)
 from fomoflux.methods.base import register_method
 
 __all__ = ["VeRA", "VeRAWeight"]
@@ -40,6 +47,11 @@ class VeRAWeight(torch.nn.Module):
 @register_method("vera")
 class VeRA(AdapterMethod):
     options: ClassVar[Mapping[str, Any]] = {**ADAPTER_OPTIONS, "rank": 64, "d_init": 0.1}
+    option_help: ClassVar[Mapping[str, str]] = {
+        **ADAPTER_OPTION_HELP,
+        "rank": "rank r of the frozen random matrices A (r × in) and B (out × r), shared by weights of one shape",
+        "d_init": "initial value of the trained scaling vector d (b starts at 0), a finite non-zero number",
+    }
     weight_tensors = ("vera_d", "vera_b")
     frozen_tensors = frozenset({"vera_A", "vera_B"})
 

@@ -40,7 +40,11 @@ every rank draws the same full batch of the step but reads and decodes only its 
 trains on it, computes the
 full-batch contrastive loss over features gathered from all ranks, and averages the gradients of the trained
 parameters before clipping (:func:`_average_gradients` says why that is the full-batch gradient). Every rank then
-holds the same weights; rank 0 shows the progress bar.
+holds the same weights; rank 0 shows the progress and writes the tracking.
+
+Progress and tracking use the interval's one synchronisation: each log row is a progress report (a plain
+timestamped line in a log file, tqdm's bar on a terminal: ``fomoflux.progress``, labelled with ``cfg.label``) and,
+with ``cfg.tracking``, a point of the run's TensorBoard / W&B curves (``fomoflux.tracking``).
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ from fomoflux.seeding import step_seed
 from fomoflux.errors import ConfigError
 from fomoflux.methods.base import Method, TaskContext
 from fomoflux.preprocess import Normalizer
+from fomoflux.progress import progress as make_progress
+from fomoflux.tracking import TrackingTarget
 from fomoflux.train.data import Augmentation, TaskBatches, batch_loader
 from fomoflux.train.mixture import SOURCES, validate_ratios
 from fomoflux.train.resume import Snapshots, TaskInterrupted
@@ -138,6 +144,9 @@ class TaskUpdateConfig:
     resume_key: str = ""
     resume_every_s: float = 600.0
     resume_every_steps: int = 0
+    # What the progress lines say runs (default "task <task_index>"), and where the curves are tracked (None: off).
+    label: str = ""
+    tracking: TrackingTarget | None = None
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ConfigError:
@@ -328,8 +337,6 @@ def run_task_update(
     for p in params:
         p.requires_grad_(True)
 
-    from tqdm import tqdm
-
     normalizer = Normalizer.for_model(model, device)
     loss_fn = _contrastive_loss(rank, world_size)
     optimizer = torch.optim.AdamW(
@@ -357,8 +364,8 @@ def run_task_update(
             sums.copy_(saved["sums"])
             first_step = int(saved["step"]) + 1
             if rank == 0:
-                print(f"resuming task {cfg.task_index} after step {first_step - 1} from {snapshots.path}",
-                      file=sys.stderr)
+                print(f"{cfg.label or f'task {cfg.task_index}'}: resuming after step {first_step - 1} from "
+                      f"{snapshots.path}", file=sys.stderr)
         snapshots.install_signal_handlers()
 
     if cfg.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
@@ -368,11 +375,15 @@ def run_task_update(
                           pin_memory=device.type == "cuda", prefetch_factor=cfg.prefetch_factor)
 
     model.train()
-    bar = tqdm(total=cfg.steps, initial=first_step, desc=f"task {cfg.task_index} [{method.name}]", file=sys.stderr,
-               disable=not cfg.progress or cfg.steps == 0 or rank != 0, mininterval=1.0, dynamic_ncols=True)
+    bar = make_progress(cfg.steps, cfg.label or f"task {cfg.task_index} [{method.name}]", unit="step",
+                        initial=first_step, enabled=cfg.progress and cfg.steps > 0 and rank == 0, interval_s=None)
+    tracker = None
     start = time.perf_counter()
     waited = 0.0
     try:
+        if cfg.tracking is not None and rank == 0:
+            # A resumed update keeps the curve its interrupted attempt tracked; a fresh one replaces an earlier one's.
+            tracker = cfg.tracking.open(fresh=first_step == 0)
         for step in range(first_step, cfg.steps):
             before = time.perf_counter()
             images_u8, tokens = next(loader)
@@ -407,7 +418,7 @@ def run_task_update(
                 sums += torch.stack([loss.detach().double(), contrastive.detach().double(),
                                      (zero if penalty is None else penalty.detach()).double(),
                                      grad_norm.detach().double(), torch.ones((), device=device).double()])
-            bar.update(1)
+            bar.advance(1)
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
                 # The one host synchronisation of the interval.
                 scale = sums.new_full((1,), math.nan) if logit_scale is None else logit_scale.detach().double().reshape(1)
@@ -420,7 +431,10 @@ def run_task_update(
                 waited = 0.0
                 for key, value in zip(LOG_SCHEMA, values):
                     log[key].append(value)
-                bar.set_postfix(loss=f"{values[3]:.4f}", lr=f"{lr:.2e}", refresh=False)
+                row = dict(zip(LOG_SCHEMA, values))
+                bar.report(loss=row["loss"], lr=lr, grad_norm=row["grad_norm"])
+                if tracker is not None:
+                    tracker.log_training(row)
                 if snapshots is not None and step < cfg.steps - 1 and _snapshot_due(snapshots, step, world_size, device):
                     if rank == 0:
                         snapshots.save(step, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -434,6 +448,8 @@ def run_task_update(
                                               f"state is saved in {snapshots.path}")
     finally:
         bar.close()
+        if tracker is not None:
+            tracker.close()
         del loader  # stops the DataLoader workers
         if snapshots is not None:
             snapshots.restore_signal_handlers()
@@ -481,11 +497,13 @@ def pretrain_base(
     progress: bool = True,
     precision: str = "auto",
     data_workers: int = 0,
+    label: str = "",
+    tracking: TrackingTarget | None = None,
 ) -> tuple[torch.nn.Module, pl.DataFrame]:
     """The embedded benchmark's base model θ0: ``arch`` from a random init seeded by ``seed``, trained with full
     fine-tuning on ``pool`` alone (mixture {"pretrain": 1.0}) with ``precision`` (``training.precision``), on the
     evaluation transform (no augmentation: the pool's images are drawn at the model's resolution).
-    Returns (model, training log)."""
+    ``label``: what the progress lines say (default "pretrain_base <arch>"). Returns (model, training log)."""
     from fomoflux.methods import get_method
     from fomoflux.model import create_model
 
@@ -508,6 +526,8 @@ def pretrain_base(
         rng_salt="pretrain-base",
         precision=precision,
         data_workers=data_workers,
+        label=label or f"pretrain_base {arch}",
+        tracking=tracking,
     )
     log = run_task_update(model, tokenizer, get_method("finetune"), {"pretrain": pool}, cfg)
     model.eval()

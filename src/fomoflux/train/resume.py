@@ -24,12 +24,13 @@ import logging
 import os
 import shutil
 import signal
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from fomoflux.io import temp_file
 
 __all__ = ["SNAPSHOT_NAME", "Snapshots", "TaskInterrupted"]
 
@@ -88,7 +89,7 @@ class Snapshots:
     def save(self, step: int, state: dict[str, Any]) -> None:
         """Write the snapshot after ``step`` atomically (the previous one stays until the rename)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=".snapshot.", suffix=".tmp", dir=self.folder)
+        handle, tmp = temp_file(self.folder, prefix=".snapshot.")  # the umask's mode, not mkstemp's 0600
         try:
             with os.fdopen(handle, "wb") as out:
                 torch.save({"key": self.key, "step": step, **state}, out)

@@ -1,0 +1,7 @@
+"""``python -m fomoflux``: the ``fomoflux`` command (fomoflux.cli)."""
+
+import sys
+
+from fomoflux.cli import main
+
+sys.exit(main())
