@@ -87,6 +87,7 @@ def test_logs_have_plain_timestamped_progress_lines(finished):
     lines = [line for line in log.splitlines() if "run finetune task 2/2 [finetune]: step" in line]
     assert len(lines) == 2 and lines[-1].split(": step ")[1].startswith("4/4"), log[-2000:]
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line) for line in lines)
+    assert "run finetune task 2/2 [finetune]: training steps 1-4" in log, log[-2000:]
     base = finished.path("logs", "pretrain_base", "fomo-micro.log").read_text()
     assert "\r" not in base and "pretrain_base fomo-micro (fomo-micro-vit): step 30/30" in base, base[-2000:]
 

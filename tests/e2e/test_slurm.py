@@ -128,7 +128,7 @@ def test_a_cancelled_training_job_is_retried_and_the_run_ends_as_if_uninterrupte
     while cancelled is None:
         assert proc.poll() is None, "snakemake ended before the training job was cancelled:\n" + output_log.read_text()
         assert time.monotonic() < deadline, "task 1 never started training"
-        if train_log.exists() and "task 0 [finetune]" in train_log.read_text():  # its progress bar: training
+        if train_log.exists() and "task 1/2 [finetune]: training steps" in train_log.read_text():  # training
             cancelled = slurm_job_of(cluster, "train_task", "finetune_001")
         time.sleep(0.1)
     cluster.run("scancel", str(cancelled))

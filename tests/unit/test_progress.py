@@ -107,7 +107,8 @@ def test_task_update_writes_labelled_lines_at_each_log_row(capsys):
     cfg = TaskUpdateConfig(steps=12, batch_size=8, lr=1e-4, mixture={"update": 1.0}, log_every=5,
                            label="run finetune task 3/5 [finetune]")
     log = run_task_update(model, tokenizer, get_method("finetune"), {"update": random_set(10, 0, "u")}, cfg)
-    lines = capsys.readouterr().err.splitlines()
+    start, *lines = capsys.readouterr().err.splitlines()
+    assert re.match(STAMP + r" run finetune task 3/5 \[finetune\]: training steps 1-12$", start), start
     assert log["step"].to_list() == [0, 5, 10, 11]
     # one line per log row (the interval's one host synchronisation), with that row's loss
     assert [re.search(r"step (\d+)/12", line).group(1) for line in lines] == ["1", "6", "11", "12"]

@@ -377,6 +377,10 @@ def run_task_update(
     model.train()
     bar = make_progress(cfg.steps, cfg.label or f"task {cfg.task_index} [{method.name}]", unit="step",
                         initial=first_step, enabled=cfg.progress and cfg.steps > 0 and rank == 0, interval_s=None)
+    # The log says when training starts (data selected, model built), not only at the first report log_every steps
+    # later: a job's log then shows where a slow or killed job was.
+    if first_step < cfg.steps:
+        bar.message(f"training steps {first_step + 1}-{cfg.steps}")
     tracker = None
     start = time.perf_counter()
     waited = 0.0
