@@ -171,28 +171,32 @@ class DiskSamples:
 
     def read_image(self, i: int, min_side: int | None = None) -> Image.Image:
         """Sample ``i``'s image, RGB, at its stored size (or a reduced JPEG scale keeping ``min_side``)."""
-        data = self._member(i, 0)
+        return self._decode(i, self._member(i, 0), min_side)
+
+    def _decode(self, i: int, data: bytes, min_side: int | None) -> Image.Image:
         try:
             return decode_image(data, self.formats[self.format_index[i]], min_side=min_side)
         except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad data
-            raise DataError(f"shard {self.data_root / self.shards[self.shard_index[i]]}: sample {self.key(i)!r} "
-                            f"has an undecodable image ({exc})") from exc
+            raise self._undecodable(i, exc) from exc
+
+    def _undecodable(self, i: int, exc: Exception) -> DataError:
+        return DataError(f"shard {self.data_root / self.shards[self.shard_index[i]]}: sample {self.key(i)!r} has an "
+                         f"undecodable image ({exc})")
 
     def read_pixels(self, i: int, min_side: int | None = None) -> torch.Tensor:
         """Sample ``i``'s image as uint8 [3, H, W] (RGB), the pixels ``read_image`` gives. A JPEG that needs no
         reduced-scale decode is decoded by torchvision's libjpeg-turbo decoder straight into a tensor: 1.4x faster
         than PIL's decode plus its copy into an array (benchmarks/bench_scale.py), pixel for pixel the same."""
-        fmt = self.formats[self.format_index[i]]
-        if fmt in ("jpg", "jpeg"):
-            data = self._member(i, 0)
+        data = self._member(i, 0)
+        if self.formats[self.format_index[i]] in ("jpg", "jpeg"):
             try:
                 width, height = jpeg_frame_size(data, check_complete=False)
                 if min_side is None or min(width, height) < 2 * min_side:
                     return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
             except (ValueError, RuntimeError) as exc:  # a broken header; libjpeg's errors surface as RuntimeError
-                raise DataError(f"shard {self.data_root / self.shards[self.shard_index[i]]}: sample {self.key(i)!r} "
-                                f"has an undecodable image ({exc})") from exc
-        return torch.from_numpy(np.array(self.read_image(i, min_side))).permute(2, 0, 1)
+                raise self._undecodable(i, exc) from exc
+        # PIL, from the bytes already read: PNGs, and JPEGs at a reduced DCT scale.
+        return torch.from_numpy(np.array(self._decode(i, data, min_side))).permute(2, 0, 1)
 
     def read_captions(self, i: int) -> tuple[str, ...]:
         return tuple(json.loads(self._member(i, 2))["captions"])
