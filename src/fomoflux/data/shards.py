@@ -19,11 +19,11 @@ benchmark's generated images). Nothing is cropped: the loader resizes and crops 
 
 Writing runs in ``workers`` processes: the main process reads the samples in order (an importer streams them from
 its archive in one pass; samples of a folder carry only their file's path) and hands shard-sized chunks to the
-workers, which read the files, check, encode and write whole shard files and return their manifest rows; a split whose samples a worker can draw itself (``DrawnSplit``, the mini
-benchmark) is handed out as index ranges instead. At most ``workers + 1`` chunks are in flight, so memory is bounded
-by a few shards of source bytes, and results are put together in shard order: the same samples give byte-identical
-shards and manifest whatever the number of workers (tar headers carry mtime 0 and no user names, see
-``_ShardFile``).
+workers, which read the files, check, encode and write whole shard files and return their manifest rows; a split
+whose samples a worker can draw itself (``DrawnSplit``, the mini benchmark) is handed out as index ranges instead.
+At most ``workers + 1`` chunks are in flight, so memory is bounded by a few shards of source bytes, and results are
+put together in shard order: the same samples give byte-identical shards and manifest whatever the number of workers
+(tar headers carry mtime 0 and no user names, see ``_ShardFile``).
 
 The directory appears atomically: everything is written into a temporary sibling and renamed onto the final path
 at the end, so a killed or failing job never leaves a directory that looks complete.

@@ -13,16 +13,18 @@ Step n's batch is a pure function of (seed, task, n) (BENCHMARK.md, "One task up
 
 Only step 3 touches data, and only for the samples of the batch: a job's memory does not depend on how many samples
 a source holds (a million-sample buffer is a few numpy arrays of offsets). :class:`TaskBatches` is a map-style
-``Dataset`` over step numbers; :func:`batch_loader` runs it in DataLoader workers (alive for the task) with pinned memory and
-prefetching, so decoding overlaps the GPU's steps. Which worker builds which step has no effect on the batch, so
-``workers = 0`` and ``workers = 8`` give identical training. In a data-parallel update each rank builds only its
-slice of the batch (``rank``, ``world_size``): the draws are made for the whole batch, the reads for the slice.
+``Dataset`` over step numbers; :func:`batch_loader` runs it in DataLoader workers (alive for the task) with pinned
+memory and prefetching, so decoding overlaps the GPU's steps. Which worker builds which step has no effect on the
+batch, so ``workers = 0`` and ``workers = 8`` give identical training. In a data-parallel update each rank builds
+only its slice of the batch (``rank``, ``world_size``): the draws are made for the whole batch, the reads for the
+slice.
 
 Training transform (``Augmentation``): the paper's RandomResizedCrop (scale 0.9-1.0, aspect ratio 3/4-4/3,
 bicubic; torchvision's algorithm: ten attempts, then a centre crop of the clamped ratio), with its random numbers
-pre-drawn per position as in 2., so it is deterministic too. The resize is torch's antialiased bicubic kernel on
-uint8 (torchvision's tensor path) rather than PIL's, which costs 2.5x more per image. ``Augmentation.none()`` uses the evaluation transform
-(shorter side to the size, centre crop).
+pre-drawn per position as in 2., so it is deterministic too. Images come as tensors (``read_pixels``: JPEGs
+decoded by torchvision), and the resize is torch's antialiased bicubic kernel on uint8 (torchvision's tensor path)
+rather than PIL's, which costs 2.5x more per image. ``Augmentation.none()`` uses the evaluation transform (shorter
+side to the size, centre crop).
 """
 
 from __future__ import annotations
