@@ -9,6 +9,7 @@ from fomoflux.config_schema import typed_overrides
 
 min_version("9.0")
 
+
 # `snakemake --report report.html`: this page, then every figure and table (workflow/rules/report.smk).
 report: "workflow/report/workflow.rst"
 
@@ -48,6 +49,7 @@ localrules:
     aggregate_run,
     results_db,
     plot_trajectories,
+    plot_full_test_sets,
     plot_heatmap,
     plot_schedules,
     plot_budgets,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import io
 import statistics
-from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np

@@ -99,7 +99,9 @@ def manifest_split(dataset: str, split: str, classes: list[str], per_class: int,
     values = pa.concat_arrays([first, second]).take(pa.array(np.arange(2 * n).reshape(2, n).T.ravel()))
     captions = pa.ListArray.from_arrays(pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int32)), values)
     keys = [f"{dataset}/{split}/{i:08d}" for i in range(first_index, first_index + n)]
-    shards = [f"{dataset}/{split}-{(i - first_index) // SHARD_SIZE:06d}.tar" for i in range(first_index, first_index + n)]
+    shards = [
+        f"{dataset}/{split}-{(i - first_index) // SHARD_SIZE:06d}.tar" for i in range(first_index, first_index + n)
+    ]
     return pa.table(
         {"dataset": pa.array([dataset] * n), "split": pa.array([split] * n), "index": index, "key": keys,
          "shard": shards, "class_id": class_id, "class_name": class_name, "caption": first, "captions": captions,

@@ -40,7 +40,7 @@ from fomoflux.data.sampleset import SampleSet
 from fomoflux.data.shards import MANIFEST_NAME, build_dataset
 from fomoflux.methods import get_method
 from fomoflux.model import create_model
-from fomoflux.stages import replay_sample
+from fomoflux.pipeline.task_data import replay_sample
 from fomoflux.stream import chunk
 from fomoflux.train.loop import TaskBatches, TaskUpdateConfig, run_task_update
 

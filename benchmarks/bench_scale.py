@@ -118,7 +118,7 @@ def task_update_child(spec: dict) -> None:
     from fomoflux.data.loading import READ_COLUMNS, DiskSamples
     from fomoflux.methods import get_method
     from fomoflux.model import create_model, register_architecture
-    from fomoflux.stages import replay_sample
+    from fomoflux.pipeline.task_data import replay_sample
     from fomoflux.train import TaskUpdateConfig, run_task_update
 
     torch.set_num_threads(1)

@@ -3,12 +3,15 @@
 Reads ``dataset_tar_urls.txt``, ``classnames/*.json`` and ``streams/*.json`` of the public release (default:
 ``../shared/reference/fomo_in_flux`` next to the repository) and writes ``src/fomoflux/data/fomo_in_flux.json``:
 one object per dataset, in the URL file's order, with the keys name, download_name, url, role, kind, classnames,
-unstreamed, prompt, prompt_source, caption_source and year. The release only has names, URLs, classes and orderings;
-the prompt templates below are the ``PRIMER`` strings of the authors' code (``prompt_source`` names the file), the
-release years are ours (cross-checked against the time-incremental orderings).
+unstreamed, prompt, prompt_source, caption_source and year. Beside it, in ``streams/``, it copies the release's
+orderings that fomoflux ships (``SHIPPED_ORDERINGS``: the paper's stream ``random_sequence_1.json``) byte for byte,
+after they passed the same checks; ``fomoflux.orderings.stream_file.RELEASE_STREAMS`` pins their SHA-256. The
+release only has names, URLs, classes and orderings; the prompt templates below are the ``PRIMER`` strings of the
+authors' code (``prompt_source`` names the file), the release years are ours (cross-checked against the
+time-incremental orderings).
 
-Usage: ``python scripts/import_fif_reference.py [REFERENCE_DIR] [--output FILE]``. The output is deterministic:
-the same reference files always give the same bytes.
+Usage: ``python scripts/import_fif_reference.py [REFERENCE_DIR] [--output FILE]`` (the orderings go to
+``streams/`` beside FILE). The output is deterministic: the same reference files always give the same bytes.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from fomoflux.errors import DataError
+from fomoflux.io import atomic_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE = REPO_ROOT.parent / "shared" / "reference" / "fomo_in_flux"
@@ -36,6 +40,9 @@ URL_FILE_COMMENT_LINES = 2
 COMPLETE_ORDERING = "random_sequence_1.json"
 # The dataset-incremental ordering: one contiguous block per dataset, blocks in release-year order.
 YEAR_ORDERING = "time_incremental_dschunked_1.json"
+# The orderings fomoflux ships (src/fomoflux/data/streams/): the stream of every experiment config of the release.
+SHIPPED_ORDERINGS = (COMPLETE_ORDERING,)
+SHIPPED_FOLDER = "streams"
 
 # The benchmark's 22 evaluation-only datasets (release names); every other dataset is streamed.
 EVALUATION_ONLY = (
@@ -321,6 +328,11 @@ def build_table(reference: Path) -> list[dict[str, Any]]:
     return table
 
 
+def shipped_orderings(reference: Path) -> dict[str, bytes]:
+    """The bytes of each ordering in SHIPPED_ORDERINGS (file name -> bytes), as released."""
+    return {name: (reference / "streams" / name).read_bytes() for name in SHIPPED_ORDERINGS}
+
+
 def render(table: list[dict[str, Any]]) -> str:
     """The table as JSON text: sorted keys, one-space indent (one class per line keeps diffs readable)."""
     return json.dumps(table, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
@@ -333,14 +345,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON file to write")
     args = parser.parse_args(argv)
     try:
-        table = build_table(args.reference)
+        table = build_table(args.reference)  # checks every ordering, the shipped ones included
+        streams = shipped_orderings(args.reference)
     except DataError as err:
         print(f"import_fif_reference: {err}", file=sys.stderr)
         return 1
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render(table), encoding="utf-8")
+    with atomic_path(args.output) as tmp:
+        tmp.write_text(render(table), encoding="utf-8")
+    for name, data in streams.items():
+        with atomic_path(args.output.parent / SHIPPED_FOLDER / name) as tmp:
+            tmp.write_bytes(data)
     streamed = sum(len(row["classnames"]) - len(row["unstreamed"]) for row in table if row["role"] == "adaptation")
-    print(f"wrote {args.output}: {len(table)} datasets, {streamed} streamed classes")
+    print(f"wrote {args.output}: {len(table)} datasets, {streamed} streamed classes; "
+          f"{len(streams)} ordering(s) to {args.output.parent / SHIPPED_FOLDER}")
     return 0
 
 

@@ -19,14 +19,18 @@ the method's penalty, backward — under ``torch.utils.flop_counter.FlopCounterM
 - ``cuda`` (GPU only): the same step really run on the GPU, ``torch.cuda.max_memory_allocated``.
 
 Budgets are part of the DAG (rules ``profile_method`` and ``run_budget``): training reads its step count from the
-run's budget file, so a change of method option that changes the cost changes the steps, and nothing else.
+run's budget file, so a change of method option that changes the cost changes the steps, and nothing else. Modes
+(``training.budget``): ``maf`` (above), ``flops`` (memory ratio 1), and two that profile nothing: ``fixed``
+(``training.steps`` for every method) and ``table`` (the run's entry of ``budget.table``, e.g. the paper's Tab. 4,
+whose steps differ from what ``maf`` profiles here; see config/fomo_in_flux.yaml).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -35,6 +39,8 @@ from fomoflux.errors import ConfigError
 __all__ = ["StepProfile", "profile_step", "budget_steps", "MEMORY_MEASURES"]
 
 MEMORY_MEASURES = ("counted", "cuda")
+# The data mixture a per-task pass sized by the training batch's composition (EWC's Fisher) is priced at.
+PAPER_MIXTURE = {"pretrain": 0.33, "update": 0.34, "buffer": 0.33}
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,7 @@ class StepProfile:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "StepProfile":
+    def from_dict(cls, data: Mapping[str, Any]) -> StepProfile:
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**fields)
 
@@ -163,12 +169,16 @@ def profile_step(
         peak = params_bytes + trainable_bytes * 3 + method.extra_memory_bytes(trainable) + saved_bytes
 
     extra_flops = extra_memory = 0
-    fisher_batches = getattr(method, "fisher_batches", None)
-    if fisher_batches is not None:
-        samples = extra_pass_samples if extra_pass_samples is not None else getattr(method, "fisher_samples")
-        batches = int(fisher_batches(samples))
+    fisher_pass = getattr(method, "fisher_pass", None)
+    if fisher_pass is not None:
+        from fomoflux.train.mixture import source_batch_sizes
+
+        samples = extra_pass_samples if extra_pass_samples is not None else method.fisher_samples
+        # The pass is sized by the training batch's composition; the profile knows the batch size but not the run's
+        # mixture, so it is priced at the paper's (a task after the first: 175 update samples of 512).
+        counts = source_batch_sizes(batch_size, PAPER_MIXTURE, task_index=1)
+        batches, pass_batch = (int(v) for v in fisher_pass(samples, counts))
         if batches:
-            pass_batch = int(getattr(method, "fisher_batch_size"))
             pass_flops, pass_saved = _measure_step(model, vocab, _NoPenalty(), trainable, pass_batch, device,
                                                    image_size, gen)
             extra_flops = batches * pass_flops

@@ -108,7 +108,7 @@ def describe_operators(names: Sequence[str] = ()) -> str:
     blocks = []
     for name in _select(names, available_operators(), "merge operator"):
         cls = OPERATORS.get(name)
-        blocks.append(_entry(name, _summary(cls), cls.options, None))
+        blocks.append(_entry(name, _summary(cls), cls.options, cls.option_help))
     header = "Merge operators: a merging method's `operator`, its `operator_options` below (defaults shown)."
     return "\n\n".join([header, *("\n".join(b) for b in blocks)]) + "\n"
 

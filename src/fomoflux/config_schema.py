@@ -6,7 +6,7 @@ property, recursively, as the jsonschema FAQ's ``extend_with_default``) and rais
 that names the key path and what is allowed there, chosen with jsonschema's ``best_match``::
 
     config key 'training.lrr': unknown key (allowed: augmentation, batch_size, budget, ...)
-    config key 'training.budget': 'cheap' is not allowed (allowed: maf, flops, fixed)
+    config key 'training.budget': 'cheap' is not allowed (allowed: maf, flops, fixed, table)
     config key 'training.lr': 'fast' has the wrong type (allowed: number)
 
 :func:`typed_overrides` gives ``--config`` values the types a config file would give them: Snakemake parses the
@@ -117,7 +117,8 @@ def describe_error(error) -> str:
         missing = [k for k in expected if k not in instance]
         return f"config key {key_path(path + missing[:1])!r}: missing (required: {', '.join(expected)})"
     if kind == "enum":
-        return f"config key {key_path(path)!r}: {_value(instance)} is not allowed (allowed: {', '.join(map(str, expected))})"
+        allowed = ", ".join(map(str, expected))
+        return f"config key {key_path(path)!r}: {_value(instance)} is not allowed (allowed: {allowed})"
     if kind == "const":
         return f"config key {key_path(path)!r}: {_value(instance)} is not allowed (allowed: {expected!r})"
     if kind == "type":
@@ -130,8 +131,12 @@ def describe_error(error) -> str:
         return f"config key {key_path(path)!r}: {_value(instance)} is out of range (allowed: {_branch(schema)})"
     if kind == "pattern":
         if "propertyNames" in error.relative_schema_path:
-            return f"config key {key_path(path)!r}: name {instance!r} is not allowed (allowed: names matching {expected})"
-        return f"config key {key_path(path)!r}: {_value(instance)} is not allowed (allowed: strings matching {expected})"
+            return (
+                f"config key {key_path(path)!r}: name {instance!r} is not allowed (allowed: names matching {expected})"
+            )
+        return (
+            f"config key {key_path(path)!r}: {_value(instance)} is not allowed (allowed: strings matching {expected})"
+        )
     if kind in ("minProperties", "maxProperties") and schema.get("minProperties") == schema.get("maxProperties") == 1:
         return f"config key {key_path(path)!r}: give exactly one of {', '.join(schema.get('properties', {}))}"
     # minItems, maxItems, minProperties, ...: jsonschema's own sentence names the limit.

@@ -15,9 +15,12 @@ Conventions (see BENCHMARK.md, "Evaluation and metrics"):
   Tie policy (pessimistic, independent of sample order): the rank of the best true partner is the number of
   candidates that are not true partners whose similarity is >= its, so a tie never counts in the model's favour (the
   reference's argsort breaks ties by position); a NaN similarity is a miss.
-* Subsets: :func:`stratified_subset` draws the fixed per-dataset evaluation subset; it is a pure function of its
-  inputs, so the same (class_ids, seed) always gives the same subset (the reference release shrinks its subsets on
-  every call — a defect).
+* Subsets: :func:`stratified_subset` draws the fixed per-dataset evaluation subset as the reference draws it (an
+  equal share per class, then the open slots filled uniformly; seeded per dataset). It is a pure function of its
+  inputs, so the same (class_ids, seed) always gives the same subset: every trajectory point (the base model and
+  every task) is scored on it. The reference release overwrites its test sets with the subset on every call, so
+  each later evaluation draws a subset of the previous subset (and its closing "full" evaluation sees the shrunk
+  set) — a defect not carried over.
 
 Images arrive as uint8 ``SampleSet.images`` at the model's resolution, or are read from disk batch by batch
 (``DiskSamples``, the evaluation transform, in DataLoader workers); they are normalised batched on the device with
@@ -78,8 +81,9 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def subset_size(n_samples: int, n_classes: int, *, min_size: int = 300, per_class: int = 2, fraction: float = 0.1) -> int:
-    """n = min(N, max(per_class·C, min_size, ⌊fraction·N⌋))."""
+def subset_size(n_samples: int, n_classes: int, *, min_size: int = 300, per_class: int = 2,
+                fraction: float = 0.1) -> int:
+    """n = min(N, max(per_class·C, min_size, ⌊fraction·N⌋)) (the reference's size rule, ``utils/evaluation.py``)."""
     return min(n_samples, max(per_class * n_classes, min_size, math.floor(fraction * n_samples)))
 
 
@@ -91,64 +95,54 @@ def stratified_subset(
     per_class: int = 2,
     fraction: float = 0.1,
 ) -> torch.Tensor:
-    """Sorted int64 indices of a seeded, class-stratified evaluation subset.
+    """Sorted int64 indices of the fixed evaluation subset of one dataset, drawn as the reference draws it.
 
-    Size: ``n = min(N, max(per_class·C, min_size, ⌊fraction·N⌋))`` with C the number of distinct classes (ids >= 0).
-    Allocation: every class gets one sample first (when n >= C; otherwise n classes drawn at random get one), the rest
-    is shared in proportion to what each group has left (largest-remainder rounding, ties broken by the seed).
-    Samples with class -1 (retrieval) form one group drawn uniformly. Within a group the samples are drawn uniformly.
+    Size: ``n = min(N, max(per_class·C, min_size, ⌊fraction·N⌋))`` (:func:`subset_size`), C the number of distinct
+    classes. Draw (the reference's ``Evaluator.evaluate``, commit 3e123d9): an equal share ``⌊n / C⌋`` of every
+    class (all of a class that has fewer), the classes in ascending id order, each share drawn without replacement
+    from the class's samples in index order; then the ``n`` minus that many slots still open are filled uniformly,
+    without replacement, from the samples not yet drawn (in index order). All draws come from one NumPy legacy
+    ``RandomState(seed)``, whose stream NumPy keeps fixed across versions (NEP 19), started afresh for every dataset:
+    a dataset's subset depends on its own class ids and the seed only, never on the other datasets evaluated.
+
+    Retrieval datasets (every class id -1): the reference gives each image a target of its own (C = N), so its size
+    rule always keeps the whole test set; so does this function. Class ids mixing -1 with classes are an error.
 
     A pure function: the same ``class_ids`` and ``seed`` give the same indices on every call.
     """
-    ids = torch.as_tensor(class_ids).reshape(-1).to("cpu", torch.long)
+    import numpy as np
+
+    ids = torch.as_tensor(class_ids).reshape(-1).to("cpu", torch.long).numpy()
     if min_size < 0 or per_class < 0 or not 0.0 <= fraction <= 1.0:
         raise ValueError(
             f"stratified_subset: need min_size >= 0, per_class >= 0, 0 <= fraction <= 1; "
             f"got min_size={min_size}, per_class={per_class}, fraction={fraction}"
         )
-    n_total = ids.numel()
-    if n_total and int(ids.min()) < -1:
+    n_total = ids.size
+    unlabelled = ids == -1
+    if unlabelled.all():  # retrieval (or nothing): the whole set
+        return torch.arange(n_total, dtype=torch.long)
+    if (ids < -1).any():
         raise ValueError(f"stratified_subset: class ids must be >= -1, got {int(ids.min())}")
-    classes = torch.unique(ids[ids >= 0]).tolist()  # sorted
+    if unlabelled.any():
+        raise ValueError(f"stratified_subset: {int(unlabelled.sum())} of {n_total} samples have class id -1 "
+                         "(retrieval) and the rest a class; a dataset is one or the other")
+    order = np.argsort(ids, kind="stable")  # sample indices grouped by class, ascending within each class
+    classes, starts = np.unique(ids[order], return_index=True)
     n = subset_size(n_total, len(classes), min_size=min_size, per_class=per_class, fraction=fraction)
     if n >= n_total:
         return torch.arange(n_total, dtype=torch.long)
 
-    gen = torch.Generator().manual_seed(int(seed))
-    groups = [torch.nonzero(ids == c).flatten() for c in classes]
-    n_class_groups = len(groups)
-    unlabelled = torch.nonzero(ids == -1).flatten()
-    if unlabelled.numel():
-        groups.append(unlabelled)
-    sizes = [g.numel() for g in groups]
-
-    # 1. at least one per class where possible
-    base = [0] * len(groups)
-    if n >= n_class_groups:
-        base[:n_class_groups] = [1] * n_class_groups
-    else:
-        for g in torch.randperm(n_class_groups, generator=gen)[:n].tolist():
-            base[g] = 1
-    # 2. the rest in proportion to what is left (exact integer largest-remainder)
-    rest = n - sum(base)
-    caps = [s - b for s, b in zip(sizes, base)]
-    cap_total = sum(caps)
-    alloc = list(base)
-    if rest > 0:
-        floors = [rest * c // cap_total for c in caps]
-        remainders = [rest * c % cap_total for c in caps]
-        tiebreak = torch.randperm(len(groups), generator=gen).tolist()
-        order = sorted(range(len(groups)), key=lambda g: (-remainders[g], tiebreak[g]))
-        leftover = rest - sum(floors)
-        for g in range(len(groups)):
-            alloc[g] += floors[g]
-        for g in order[:leftover]:
-            alloc[g] += 1  # remainder > 0 here, so floor + 1 <= cap
-    # 3. uniform draw within each group
-    picked = [
-        group[torch.randperm(group.numel(), generator=gen)[:k]] for group, k in zip(groups, alloc) if k > 0
-    ]
-    return torch.sort(torch.cat(picked)).values
+    rng = np.random.RandomState(int(seed))
+    share = n // len(classes)
+    picked = [rng.choice(members, min(share, members.size), replace=False)
+              for members in np.split(order, starts[1:])]
+    drawn = np.concatenate(picked)
+    open_slots = n - drawn.size
+    if open_slots > 0:
+        rest = np.setdiff1d(np.arange(n_total), drawn, assume_unique=True)  # sorted
+        drawn = np.concatenate([drawn, rng.choice(rest, open_slots, replace=False)])
+    return torch.from_numpy(np.sort(drawn).astype(np.int64))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -192,7 +186,9 @@ def _encode_texts(model, tokenizer, texts: Sequence[str], device, batch_size: in
     return torch.cat(parts)
 
 
-def class_embeddings(model, tokenizer, classnames: Sequence[str], prompt: str, device, batch_size: int = 256) -> torch.Tensor:
+def class_embeddings(
+    model, tokenizer, classnames: Sequence[str], prompt: str, device, batch_size: int = 256
+) -> torch.Tensor:
     """L2-normalised text embeddings [C, D] (float32, on ``device``) of ``prompt.format(class)`` for each class.
 
     Compute it once per (checkpoint, dataset) and reuse it for every image batch.
@@ -386,7 +382,9 @@ def _classification(model, tokenizer, spec: DatasetSpec, samples: SampleSet, bat
                     workers: int = 0) -> dict:
     _check_batch_size(batch_size)
     if spec.kind != "classification":
-        raise ConfigError(f"dataset {spec.name!r}: evaluate_classification needs kind 'classification', got {spec.kind!r}")
+        raise ConfigError(
+            f"dataset {spec.name!r}: evaluate_classification needs kind 'classification', got {spec.kind!r}"
+        )
     n = len(samples)
     if n == 0:
         raise DataError(f"dataset {spec.name!r}: no samples to evaluate")
@@ -472,7 +470,9 @@ def evaluate_datasets(
         raise ConfigError(f"evaluate_datasets: datasets listed more than once: {dupes}")
     for spec, _ in datasets:
         if spec.kind not in PRIMARY_METRIC:
-            raise ConfigError(f"dataset {spec.name!r}: kind {spec.kind!r} cannot be evaluated (classification or retrieval only)")
+            raise ConfigError(
+                f"dataset {spec.name!r}: kind {spec.kind!r} cannot be evaluated (classification or retrieval only)"
+            )
 
     rows: list[dict] = []
     total = sum(len(samples) for _, samples in datasets)

@@ -9,14 +9,22 @@ Summary (one row per (run, task)):
     GM = sqrt(A_KA · A_ZS), n_adaptation, n_evaluation, subset. Values in [0, 1]; A_KA / A_ZS / GM are null when the
     task has no dataset of that role.
 
-Results database (duckdb): tables ``metrics`` and ``summary`` across runs, view ``final`` = last task of each run.
+Two kinds of each, never mixed: a run's trajectory (tasks 0..T, every point on the same fixed evaluation subset of
+each dataset, so its points compare one to one) and its full-test-set scores (the base model, task 0, and the last
+task T only). :func:`run_tables` builds both from the evaluations and refuses an evaluation of the other kind;
+:func:`summarize` refuses a run whose matrix mixes the two.
+
+Results database (duckdb): tables ``metrics`` and ``summary`` (the trajectories, fixed subset) and ``metrics_full``
+and ``summary_full`` (full test sets) across runs; views ``final`` and ``final_full`` = the last task of each run in
+each.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import polars as pl
 
@@ -67,8 +75,8 @@ _RUNS_JSON_COLUMNS = ("method_options", "schedule_options", "mixture", "training
 
 ROLES = ("adaptation", "evaluation")
 
-__all__ = ["MATRIX_SCHEMA", "RUNS_SCHEMA", "SUMMARY_SCHEMA", "matrix_from_evals", "read_results_db", "runs_frame",
-           "summarize", "write_results_db"]
+__all__ = ["MATRIX_SCHEMA", "RUNS_SCHEMA", "SUMMARY_SCHEMA", "matrix_from_evals", "read_results_db", "run_tables",
+           "runs_frame", "summarize", "write_results_db"]
 
 
 def _check_columns(frame: pl.DataFrame, needed: Sequence[str], what: str) -> None:
@@ -83,17 +91,15 @@ def _check_unique(frame: pl.DataFrame, keys: list[str], what: str) -> None:
         raise ValueError(f"{what}: duplicate rows for {keys}: {dupes.drop('len').head(5).to_dicts()}")
 
 
-def matrix_from_evals(run: str, evals: Mapping[int, pl.DataFrame], subset_flags: Mapping[int, bool]) -> pl.DataFrame:
-    """Stack per-task ``evaluate_datasets`` frames into the run's metric matrix, sorted by task (row order kept within a task).
+def matrix_from_evals(run: str, evals: Mapping[int, pl.DataFrame], *, subset: bool) -> pl.DataFrame:
+    """Stack per-task ``evaluate_datasets`` frames into the run's metric matrix, sorted by task (row order kept within
+    a task).
 
-    ``evals[t]`` is the evaluation after task t (t = 0: the base model); ``subset_flags[t]`` says whether it was on the
-    fixed subset (True) or the full sets (False). Every task in ``evals`` needs a flag.
+    ``evals[t]`` is the evaluation after task t (t = 0: the base model); ``subset`` says whether all of them are on the
+    fixed subset (True) or all on the full test sets (False): one matrix is one kind (module docstring).
     """
     if not run:
         raise ValueError("matrix_from_evals: empty run name")
-    missing = sorted(set(evals) - set(subset_flags))
-    if missing:
-        raise ValueError(f"matrix_from_evals({run!r}): no subset flag for tasks {missing}")
     parts = []
     for task in sorted(evals):
         if int(task) != task or task < 0:
@@ -102,7 +108,9 @@ def matrix_from_evals(run: str, evals: Mapping[int, pl.DataFrame], subset_flags:
         _check_columns(frame, EVAL_COLUMNS, f"matrix_from_evals({run!r}), task {task}")
         parts.append(
             frame.select(EVAL_COLUMNS).with_columns(
-                pl.lit(run).alias("run"), pl.lit(int(task)).alias("task"), pl.lit(bool(subset_flags[task])).alias("subset")
+                pl.lit(run).alias("run"),
+                pl.lit(int(task)).alias("task"),
+                pl.lit(bool(subset)).alias("subset"),
             )
         )
     if not parts:
@@ -114,9 +122,45 @@ def matrix_from_evals(run: str, evals: Mapping[int, pl.DataFrame], subset_flags:
     return matrix
 
 
+class RunTables(NamedTuple):
+    """A run's trajectory (fixed subset, tasks 0..T) and its full-test-set scores (tasks 0 and T), kept apart."""
+
+    metrics: pl.DataFrame
+    summary: pl.DataFrame
+    metrics_full: pl.DataFrame
+    summary_full: pl.DataFrame
+
+
+def run_tables(run: str, trajectory: Mapping[int, pl.DataFrame], full: Mapping[int, pl.DataFrame]) -> RunTables:
+    """The run's metric matrices and summaries of both kinds from its evaluations (``evaluate_datasets`` frames
+    with the ``subset`` column the evaluate stage adds), task -> frame.
+
+    ``trajectory``: the evaluations on the fixed subset, one per trajectory point (task 0 = the base model);
+    ``full``: those on the full test sets (the base model and the last task). An evaluation of the wrong kind, or
+    one that does not say which it is, is an error naming the run and the task: a trajectory never mixes the two.
+    """
+    for kind, evals, want in (("trajectory", trajectory, True), ("full-test-set", full, False)):
+        for task, frame in evals.items():
+            if "subset" not in frame.columns:
+                raise ValueError(f"run {run!r}, task {task}: the evaluation has no 'subset' column, so it is unknown "
+                                 "whether it is on the fixed subset or the full test sets (rerun it)")
+            flags = frame["subset"].unique().to_list()
+            if flags != [want]:
+                found = "the full test sets" if flags == [False] else "the fixed subset" if flags == [True] else "both"
+                raise ValueError(f"run {run!r}, task {task}: a {kind} evaluation must be on "
+                                 f"{'the fixed subset' if want else 'the full test sets'}, this one is on {found}")
+    metrics = matrix_from_evals(run, trajectory, subset=True)
+    metrics_full = matrix_from_evals(run, full, subset=False)
+    return RunTables(metrics, summarize(metrics), metrics_full, summarize(metrics_full))
+
+
 def summarize(matrix: pl.DataFrame) -> pl.DataFrame:
     """Per (run, task): A_KA, A_ZS, GM = sqrt(A_KA·A_ZS), n_adaptation, n_evaluation, subset; sorted by run, task."""
     _check_columns(matrix, list(MATRIX_SCHEMA), "summarize")
+    mixed = matrix.group_by("run").agg(pl.col("subset").n_unique().alias("kinds")).filter(pl.col("kinds") > 1)
+    if mixed.height:
+        raise ValueError(f"summarize: runs {sorted(mixed['run'].to_list())} mix fixed-subset and full-test-set "
+                         "evaluations; a trajectory is on one or the other (summarize each kind apart)")
     primary = matrix.filter(pl.col("primary"))
     _check_unique(primary, ["run", "task", "dataset"], "summarize (primary metrics)")
     bad_roles = primary.filter(~pl.col("role").is_in(ROLES))["role"].unique().to_list()
@@ -175,10 +219,23 @@ def runs_frame(settings: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=RUNS_SCHEMA)
 
 
-def write_results_db(path: str | os.PathLike, matrices: Sequence[pl.DataFrame], summaries: Sequence[pl.DataFrame],
-                     runs: Sequence[Mapping[str, Any]] | None = None) -> None:
-    """Write one duckdb file with tables ``metrics``, ``summary``, ``runs`` and view ``final`` (last task of each run).
+def _check_kind(frame: pl.DataFrame, subset: bool, what: str) -> None:
+    wrong = frame.filter(pl.col("subset") != subset)
+    if wrong.height:
+        found = sorted(set(wrong["run"].to_list()))
+        raise ValueError(f"write_results_db ({what}): runs {found} have rows on "
+                         f"{'the full test sets' if subset else 'the fixed subset'}; this table holds only "
+                         f"{'fixed-subset' if subset else 'full-test-set'} results")
 
+
+def write_results_db(path: str | os.PathLike, matrices: Sequence[pl.DataFrame], summaries: Sequence[pl.DataFrame],
+                     runs: Sequence[Mapping[str, Any]] | None = None, *,
+                     full_matrices: Sequence[pl.DataFrame] = (), full_summaries: Sequence[pl.DataFrame] = ()) -> None:
+    """Write one duckdb file with tables ``metrics``, ``summary`` (the trajectories, on the fixed subset),
+    ``metrics_full``, ``summary_full`` (full test sets: the base model and each run's last task), ``runs`` and views
+    ``final`` and ``final_full`` (the last task of each run in ``summary`` / ``summary_full``).
+
+    Each table holds one kind of result (:func:`run_tables`); a frame of the other kind is an error.
     ``runs``: each run's resolved settings (``fomoflux.tracking.run_settings``, as in runs/<run>/config.json); the
     table is empty without them. Its option, mixture and training columns are JSON, e.g. ``SELECT r.run, f.A_KA
     FROM final f JOIN runs r USING (run) WHERE r.method = 'lora' AND json_extract(r.method_options, '$.rank') = 4``.
@@ -187,11 +244,16 @@ def write_results_db(path: str | os.PathLike, matrices: Sequence[pl.DataFrame], 
     """
     import duckdb
 
-    metrics = _stack(matrices, MATRIX_SCHEMA, "metrics")
-    summary = _stack(summaries, SUMMARY_SCHEMA, "summary")
-    _check_unique(metrics, ["run", "task", "dataset", "metric"], "write_results_db (metrics)")
-    _check_unique(summary, ["run", "task"], "write_results_db (summary)")
-    metrics = metrics.sort("run", "task", maintain_order=True)
+    tables: dict[str, pl.DataFrame] = {}
+    for name, frames, schema, subset in (("metrics", matrices, MATRIX_SCHEMA, True),
+                                         ("summary", summaries, SUMMARY_SCHEMA, True),
+                                         ("metrics_full", full_matrices, MATRIX_SCHEMA, False),
+                                         ("summary_full", full_summaries, SUMMARY_SCHEMA, False)):
+        table = _stack(frames, schema, name)
+        _check_kind(table, subset, name)
+        keys = ["run", "task", "dataset", "metric"] if schema is MATRIX_SCHEMA else ["run", "task"]
+        _check_unique(table, keys, f"write_results_db ({name})")
+        tables[name] = table.sort("run", "task", maintain_order=True) if schema is MATRIX_SCHEMA else table
     run_table = runs_frame(runs or []).sort("run")
     _check_unique(run_table, ["run"], "write_results_db (runs)")
 
@@ -201,21 +263,20 @@ def write_results_db(path: str | os.PathLike, matrices: Sequence[pl.DataFrame], 
         try:
             con = duckdb.connect(str(tmp))
             try:
-                con.register("metrics_src", metrics.to_arrow())
-                con.register("summary_src", summary.to_arrow())
+                for name, table in tables.items():
+                    con.register(f"{name}_src", table.to_arrow())
+                    con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_src")
+                    con.unregister(f"{name}_src")
                 con.register("runs_src", run_table.to_arrow())
-                con.execute("CREATE TABLE metrics AS SELECT * FROM metrics_src")
-                con.execute("CREATE TABLE summary AS SELECT * FROM summary_src")
                 columns = ", ".join(f"CAST({name} AS JSON) AS {name}" if name in _RUNS_JSON_COLUMNS else name
                                     for name in RUNS_SCHEMA)
                 con.execute(f"CREATE TABLE runs AS SELECT {columns} FROM runs_src")
-                con.unregister("metrics_src")
-                con.unregister("summary_src")
                 con.unregister("runs_src")
-                con.execute(
-                    "CREATE VIEW final AS SELECT s.* FROM summary s "
-                    "WHERE s.task = (SELECT max(l.task) FROM summary l WHERE l.run = s.run) ORDER BY s.run"
-                )
+                for view, table in (("final", "summary"), ("final_full", "summary_full")):
+                    con.execute(
+                        f"CREATE VIEW {view} AS SELECT s.* FROM {table} s "
+                        f"WHERE s.task = (SELECT max(l.task) FROM {table} l WHERE l.run = s.run) ORDER BY s.run"
+                    )
                 con.execute("CHECKPOINT")
             finally:
                 con.close()
@@ -224,14 +285,15 @@ def write_results_db(path: str | os.PathLike, matrices: Sequence[pl.DataFrame], 
 
 
 def read_results_db(path: str | os.PathLike) -> dict[str, pl.DataFrame]:
-    """The ``metrics``, ``summary``, ``final`` and (when there) ``runs`` relations of a results database as polars
-    frames (read-only)."""
+    """The ``metrics``, ``summary``, ``final`` and (when there) ``runs``, ``metrics_full``, ``summary_full`` and
+    ``final_full`` relations of a results database as polars frames (read-only)."""
     import duckdb
 
     con = duckdb.connect(str(path), read_only=True)
     try:
         tables = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        names = ("metrics", "summary", "final") + (("runs",) if "runs" in tables else ())
+        optional = ("runs", "metrics_full", "summary_full", "final_full")
+        names = ("metrics", "summary", "final") + tuple(name for name in optional if name in tables)
         return {name: con.sql(f"SELECT * FROM {name}").pl() for name in names}
     finally:
         con.close()

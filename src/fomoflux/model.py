@@ -21,12 +21,12 @@ before any other ``.safetensors`` there (method state, merges).
 from __future__ import annotations
 
 import contextlib
-
 import json
 import logging
 import random
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -136,7 +136,7 @@ class seeded:
         self.seed = seed
         self._fork = None
 
-    def __enter__(self) -> "seeded":
+    def __enter__(self) -> seeded:
         if self.seed is not None:
             devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
             self._fork = torch.random.fork_rng(devices=devices)

@@ -1,5 +1,6 @@
-"""Paper-ready figures: A_ZS vs A_KA trajectories across runs, the task × dataset heatmap of one run, learning-rate
-schedules against their final A_KA / A_ZS, and the steps per task each method's compute budget buys.
+"""Paper-ready figures: A_ZS vs A_KA trajectories across runs (every point on the fixed evaluation subset), the same
+plane on the full test sets (the base model and each run's last task), the task × dataset heatmap of one run,
+learning-rate schedules against their final A_KA / A_ZS, and the steps per task each method's compute budget buys.
 
 Each figure is written as a vector PDF (TrueType fonts embedded) and a 200 dpi PNG, both atomically. Figures are
 built on :class:`matplotlib.figure.Figure` directly (no pyplot global state; Agg for PNG, the PDF backend for PDF), so
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -33,6 +34,7 @@ BUDGET_MODES = {
     "maf": "equal memory-adjusted FLOPs",
     "flops": "equal FLOPs",
     "fixed": "training.steps for every method",
+    "table": "steps per task from budget.table",
 }
 
 # Okabe & Ito (2008) without black (black marks the zero-shot start); yellow last, it is the weakest on white.
@@ -53,8 +55,10 @@ RC = {
     "axes.spines.right": False,
 }
 
-__all__ = ["plot_trajectories", "plot_heatmap", "plot_schedules", "plot_budgets", "run_style", "X_LABEL", "Y_LABEL",
-           "BUDGET_MODES"]
+__all__ = ["plot_trajectories", "plot_full_test_sets", "plot_heatmap", "plot_schedules", "plot_budgets", "run_style",
+           "X_LABEL", "Y_LABEL", "BUDGET_MODES", "FULL_TEST_SETS_TITLE"]
+
+FULL_TEST_SETS_TITLE = "Full test sets: the base model and each run's last task"
 
 
 def run_style(index: int) -> dict:
@@ -95,9 +99,16 @@ def plot_trajectories(summary: pl.DataFrame, out_png, out_pdf, *, title: str | N
     _require(summary, ("run", "task", "A_KA", "A_ZS"), "plot_trajectories")
     if summary.height == 0:
         raise ValueError("plot_trajectories: the summary is empty, there is nothing to plot")
+    if "subset" in summary.columns:
+        mixed = summary.group_by("run").agg(pl.col("subset").n_unique().alias("kinds")).filter(pl.col("kinds") > 1)
+        if mixed.height:
+            raise ValueError(f"plot_trajectories: runs {sorted(mixed['run'].to_list())} mix fixed-subset and "
+                             "full-test-set points; a trajectory's points must come from one evaluation set")
     points = summary.select("run", "task", "A_KA", "A_ZS").drop_nulls().drop_nans().sort("run", "task")
     if points.height == 0:
-        raise ValueError("plot_trajectories: every row of the summary has a null A_KA or A_ZS, there is nothing to plot")
+        raise ValueError(
+            "plot_trajectories: every row of the summary has a null A_KA or A_ZS, there is nothing to plot"
+        )
     runs = list(dict.fromkeys(summary["run"].to_list()))  # order of first appearance
     runs = [r for r in runs if r in set(points["run"].to_list())]
     references = [r for r in runs if r in set(zero_shot_runs)]
@@ -137,7 +148,9 @@ def plot_trajectories(summary: pl.DataFrame, out_png, out_pdf, *, title: str | N
         has_start = points.filter(pl.col("task") == 0).height > 0 or bool(references)
         extra = []
         if has_start:
-            extra.append(Line2D([], [], linestyle="none", marker="*", markersize=11, color="black", label="zero-shot (task 0)"))
+            extra.append(
+                Line2D([], [], linestyle="none", marker="*", markersize=11, color="black", label="zero-shot (task 0)")
+            )
         extra.append(
             Line2D([], [], linestyle="none", marker="o", markersize=9, markerfacecolor="lightgrey",
                    markeredgecolor="black", label="final task")
@@ -152,6 +165,18 @@ def plot_trajectories(summary: pl.DataFrame, out_png, out_pdf, *, title: str | N
             ax.set_title(title)
         _save(fig, out_png, out_pdf)
     return fig
+
+
+def plot_full_test_sets(summary: pl.DataFrame, out_png, out_pdf, *, zero_shot_runs: Sequence[str] = ()) -> Figure:
+    """The A_KA–A_ZS plane of :func:`plot_trajectories` on the full test sets: each run from the base model's
+    full-test-set point (task 0, the black star) straight to its last task's, with no points between (the tasks
+    between are scored on the fixed subset only, in the trajectories figure). ``summary``: full-test-set summaries
+    (``summary_full``); a row on the fixed subset is an error."""
+    if "subset" in summary.columns and summary["subset"].any():
+        runs = sorted(set(summary.filter(pl.col("subset"))["run"].to_list()))
+        raise ValueError(f"plot_full_test_sets: runs {runs} have fixed-subset rows; this figure shows full-test-set "
+                         "scores only")
+    return plot_trajectories(summary, out_png, out_pdf, title=FULL_TEST_SETS_TITLE, zero_shot_runs=zero_shot_runs)
 
 
 def plot_heatmap(matrix: pl.DataFrame, run: str, out_png, out_pdf) -> None:
@@ -382,7 +407,7 @@ def plot_budgets(budgets: pl.DataFrame, out_png: str | os.PathLike, out_pdf: str
     steps), linear from 0 otherwise.
 
     ``budgets``: columns run, method, steps (>= 1), reference_steps (>= 1), flops_ratio and memory_ratio (> 0), and
-    mode (``training.budget``: maf, flops or fixed, as in the run's budget.json), which the x-axis label names
+    mode (``training.budget``: maf, flops, fixed or table, as in the run's budget.json), which the x-axis label names
     ("Training steps per task (budget: maf, equal memory-adjusted FLOPs)"; every mode, when runs differ).
     Returns the figure (already written to ``out_png`` and ``out_pdf``).
     """

@@ -22,12 +22,13 @@ class Normalizer:
     """uint8 [N,3,H,W] -> float32 normalised, on ``device``."""
 
     def __init__(self, mean, std, device: torch.device | str = "cpu") -> None:
-        self.scale = (1.0 / (255.0 * torch.tensor(std, dtype=torch.float32))).view(1, 3, 1, 1).to(device)
-        self.shift = (torch.tensor(mean, dtype=torch.float32) / torch.tensor(std, dtype=torch.float32)).view(1, 3, 1, 1).to(device)
+        std_tensor = torch.tensor(std, dtype=torch.float32)
+        self.scale = (1.0 / (255.0 * std_tensor)).view(1, 3, 1, 1).to(device)
+        self.shift = (torch.tensor(mean, dtype=torch.float32) / std_tensor).view(1, 3, 1, 1).to(device)
         self.device = torch.device(device)
 
     @classmethod
-    def for_model(cls, model, device: torch.device | str = "cpu") -> "Normalizer":
+    def for_model(cls, model, device: torch.device | str = "cpu") -> Normalizer:
         mean, std = image_stats(model)
         return cls(mean, std, device)
 

@@ -5,7 +5,7 @@ of a task update on one line, unreadable with ``less`` or ``grep``). So :func:`p
 goes: a terminal gets tqdm, anything else (the ``log:`` file every job writes to) gets :class:`LineProgress`, one
 complete line per report, each starting with the time like the job's logging lines::
 
-    2026-12-03 15:10:01 run finetune task 3/5 [finetune]: step 20/40 (50%) loss=3.1234 lr=1.00e-04 | 2.31 it/s, 0:00:08 elapsed, 0:00:09 left
+    2026-12-03 15:10:01 run lora task 3/5 [lora]: step 5/10 (50%) loss=3.1234 | 2.31 it/s, 0:00:08 elapsed, 0:00:09 left
 
 Both have the same calls: ``advance(n)`` counts done items, ``report(**fields)`` says where the loop is (tqdm: the
 bar's postfix; lines: one line now), ``restart(done, total)`` starts the count over (a download's new attempt),
@@ -108,7 +108,7 @@ class LineProgress:
         if self._printed_at != self.done and self.done > self.start_count:
             self._line(final=True)
 
-    def __enter__(self) -> "LineProgress":
+    def __enter__(self) -> LineProgress:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -165,7 +165,7 @@ class _Tqdm:
     def close(self) -> None:
         self.bar.close()
 
-    def __enter__(self) -> "_Tqdm":
+    def __enter__(self) -> _Tqdm:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -190,7 +190,7 @@ class NoProgress:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "NoProgress":
+    def __enter__(self) -> NoProgress:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -6,7 +6,8 @@ An unknown name is a ConfigError that lists the known ones, so a typo in a confi
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Generic, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 from fomoflux.errors import ConfigError
 

@@ -38,7 +38,7 @@ def splitmix64(key: int | np.ndarray, counters: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def sample_hashes(rows: "pl.DataFrame", seed: int, purpose: str) -> np.ndarray:
+def sample_hashes(rows: pl.DataFrame, seed: int, purpose: str) -> np.ndarray:
     """A uint64 per manifest row that depends only on (seed, purpose, dataset, sample index): not on the row's
     position, task or class, so a sample keeps its key as a stream grows or other datasets are added."""
     import polars as pl

@@ -4,8 +4,9 @@ Orderings (``streams.<name>.ordering``), each optionally ``reverse``-d:
 
 - known when the plan is built (the DAG lists each task's classes): ``random`` (seeded), ``dataset_incremental``
   (each dataset one contiguous block, datasets by release year), ``time_incremental`` (datasets by release year, the
-  classes of same-year datasets interleaved), ``file`` (a FiF ordering file, e.g. one of the paper's 29) and
-  ``entries`` (an explicit list);
+  classes of same-year datasets interleaved), ``file`` (a FiF ordering file: ``path`` to one of the paper's 29 or
+  of the user's, or ``release: random_sequence_1``, the paper's stream, shipped with fomoflux; ``complete`` also
+  requires every streamed class of the segment's datasets) and ``entries`` (an explicit list);
 - computed by the ``build_stream`` stage from data (the DAG orders them after what they read):
   ``concept_frequency`` (how often each class's concept occurs in the pretraining pool's captions, rare first),
   ``easy_to_hard`` (the base model's per-class zero-shot accuracy, easy first) and ``concept_similarity`` (a
@@ -25,11 +26,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping, Sequence
-
+from typing import Any
 
 from fomoflux.data.registry import DatasetSpec, split_entry
 from fomoflux.errors import ConfigError
@@ -126,23 +127,44 @@ def _segment_datasets(segment: Mapping[str, Any], registry: Mapping[str, Dataset
         if name not in registry:
             raise ConfigError(f"{where}.datasets: unknown dataset {name!r} (known: {', '.join(sorted(registry))})")
         if registry[name].role != "adaptation":
-            raise ConfigError(f"{where}.datasets: {name!r} is an {registry[name].role} dataset, not an adaptation dataset")
+            raise ConfigError(
+                f"{where}.datasets: {name!r} is an {registry[name].role} dataset, not an adaptation dataset"
+            )
     if len(set(chosen)) != len(chosen):
         raise ConfigError(f"{where}.datasets: a dataset is listed twice ({chosen})")
     return list(chosen)
 
 
 def read_ordering_file(path: str | Path) -> list[str]:
-    """A FiF ordering file: one JSON list of ``DATASET+++classname`` strings."""
-    try:
-        with open(path) as handle:
-            entries = json.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"stream ordering file {path} does not exist") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"stream ordering file {path} is not valid JSON: {err}") from None
-    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
-        raise ConfigError(f"stream ordering file {path} must hold a JSON list of 'DATASET+++classname' strings")
+    """A FiF ordering file: one JSON list of ``DATASET+++classname`` strings (see fomoflux.orderings.stream_file)."""
+    from fomoflux import orderings
+
+    return orderings.read_stream_file(path)
+
+
+def _file_segment(segment: Mapping[str, Any], registry: Mapping[str, DatasetSpec], where: str) -> list[str]:
+    """The entries of an ``ordering: file`` segment (a ``path`` or a shipped ``release`` stream), checked against
+    the segment's datasets; every error names the file and the first entry at fault."""
+    from fomoflux import orderings
+
+    if ("path" in segment) == ("release" in segment):
+        raise ConfigError(f"{where}: ordering 'file' needs exactly one of 'path' (an ordering file) or 'release' "
+                          f"(a release stream shipped with fomoflux: {', '.join(orderings.RELEASE_STREAMS)})")
+    if "release" in segment:
+        name = segment["release"]
+        try:
+            entries = orderings.read_release_stream(name)
+        except ConfigError as err:
+            raise ConfigError(f"{where}.release: {err}") from None
+        source = f"{where}: release stream {name!r} ({orderings.release_stream_path(name)})"
+    else:
+        try:
+            entries = orderings.read_stream_file(segment["path"])
+        except ConfigError as err:
+            raise ConfigError(f"{where}.path: {err}") from None
+        source = f"{where}: stream file {segment['path']}"
+    datasets = _segment_datasets(segment, registry, where)
+    orderings.check_stream_file(entries, registry, datasets, source, complete=bool(segment.get("complete", False)))
     return entries
 
 
@@ -151,12 +173,21 @@ def candidate_entries(segment: Mapping[str, Any], registry: Mapping[str, Dataset
     return [e for name in _segment_datasets(segment, registry, where) for e in registry[name].entries()]
 
 
+def _check_file_keys(segment: Mapping[str, Any], where: str) -> None:
+    # Keys that only mean something to a file ordering; elsewhere they would be silently ignored.
+    for key in ("release", "complete"):
+        if key in segment and segment.get("ordering") != "file":
+            raise ConfigError(f"{where}.{key}: only ordering 'file' takes {key!r} "
+                              f"(this one is {segment.get('ordering')!r})")
+
+
 def order_segment(segment: Mapping[str, Any], registry: Mapping[str, DatasetSpec], where: str) -> list[str]:
     """A plan-time ordering of one segment (``reverse`` applied)."""
     from fomoflux import orderings
 
     ordering = segment.get("ordering")
     seed = int(segment.get("seed", 0))
+    _check_file_keys(segment, where)
     if ordering == "random":
         out = orderings.random_order(candidate_entries(segment, registry, where), seed)
     elif ordering in ("dataset_incremental", "time_incremental"):
@@ -167,9 +198,7 @@ def order_segment(segment: Mapping[str, Any], registry: Mapping[str, DatasetSpec
         except ConfigError as err:
             raise ConfigError(f"{where}: {err}") from None
     elif ordering == "file":
-        if "path" not in segment:
-            raise ConfigError(f"{where}: ordering 'file' needs a 'path'")
-        out = read_ordering_file(segment["path"])
+        out = _file_segment(segment, registry, where)
     elif ordering == "entries":
         if "entries" not in segment:
             raise ConfigError(f"{where}: ordering 'entries' needs an 'entries' list")
@@ -203,7 +232,9 @@ def validate_entries(entries: Sequence[str], registry: Mapping[str, DatasetSpec]
         seen.add(entry)
 
 
-def chunk(entries: Sequence[str], *, classes_per_task: int | None = None, tasks: int | None = None) -> list[tuple[str, ...]]:
+def chunk(
+    entries: Sequence[str], *, classes_per_task: int | None = None, tasks: int | None = None
+) -> list[tuple[str, ...]]:
     """Cut a stream into tasks by class count.
 
     ``tasks=T``: the paper's rule, ``len // T`` classes per task with the first ``len % T`` tasks taking one more.
@@ -252,6 +283,7 @@ def build_stream(name: str, cfg: Mapping[str, Any], registry: Mapping[str, Datas
 
     ordering = cfg.get("ordering")
     if ordering in DATA_ORDERINGS:
+        _check_file_keys(cfg, where)
         entries = candidate_entries(cfg, registry, where)
         needs = {ORDERING_NEEDS[ordering]}
     else:

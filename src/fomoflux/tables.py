@@ -1,5 +1,9 @@
 """Score tables of the report: each run's final A_KA / A_ZS / GM (and every task's), as CSV and as an HTML page.
 
+Two kinds, never in one table: the trajectories' scores (every task on the fixed evaluation subset,
+``tables/final_scores``) and the full-test-set scores (the base model and each run's last task,
+``tables/full_test_sets``, with ``full=True``).
+
 The CSV is for scripts and spreadsheets (fractions in [0, 1], full precision); the HTML page is what
 ``snakemake --report`` shows (values in %, one decimal, the best value per column in bold, the zero-shot base model's
 row marked). Both come from the runs' summary tables (:func:`fomoflux.metrics.summarize`), so they hold exactly what
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 import html
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import polars as pl
 
@@ -89,10 +93,18 @@ p { max-width: 60em; }
 
 
 def write_score_tables(summary: pl.DataFrame, runs: Mapping[str, Mapping[str, object]], out_csv: str | os.PathLike,
-                       out_html: str | os.PathLike, *, title: str | None = None) -> pl.DataFrame:
+                       out_html: str | os.PathLike, *, title: str | None = None, full: bool = False) -> pl.DataFrame:
     """Write the final scores of every run (:func:`final_scores`) as CSV and, with every task's scores per run
     below them, as one self-contained HTML page (atomically). Runs whose method is ``zeroshot`` (the base model)
-    are marked in the page. Returns the final-scores frame."""
+    are marked in the page. Returns the final-scores frame.
+
+    ``full``: ``summary`` holds the full-test-set scores (tasks 0 and the last) rather than the trajectories' (the
+    fixed subset); the page says which, and a summary row of the other kind (its ``subset`` column) is an error.
+    """
+    if "subset" in summary.columns and summary.filter(pl.col("subset") == full).height:
+        wrong = sorted(set(summary.filter(pl.col("subset") == full)["run"].to_list()))
+        raise ValueError(f"write_score_tables: runs {wrong} have {'fixed-subset' if full else 'full-test-set'} rows; "
+                         f"this table holds {'full-test-set' if full else 'fixed-subset'} scores only")
     final = final_scores(summary, runs)
     with atomic_path(out_csv) as tmp:
         final.write_csv(tmp, float_precision=6)
@@ -102,18 +114,24 @@ def write_score_tables(summary: pl.DataFrame, runs: Mapping[str, Mapping[str, ob
         .select("run", "task", *SCORES)
         .sort(pl.col("run").replace_strict({r: i for i, r in enumerate(runs)}, return_dtype=pl.Int64), "task")
     )
-    heading = html.escape(title or "Final scores")
+    heading = html.escape(title or ("Full test sets" if full else "Final scores"))
+    scored_on = ("the full test sets of every dataset (scored for the base model and after each run's last task "
+                 "only; the trajectories use the fixed evaluation subset, tables/final_scores)" if full else
+                 "the fixed evaluation subset of every dataset, the same at every task (the full test sets are in "
+                 "tables/full_test_sets)")
     page = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{heading}</title><style>{STYLE}</style></head><body>",
         f"<h1>{heading}</h1>",
         "<p>A_KA: knowledge accumulation, the mean primary metric over the adaptation datasets; A_ZS: zero-shot "
-        "retention, the mean over the evaluation datasets; GM: their geometric mean. In %, after each run's last "
-        "task; the best value of each column in bold"
+        f"retention, the mean over the evaluation datasets; GM: their geometric mean. Scored on {scored_on}. In %, "
+        "after each run's last task; the best value of each column in bold"
         + ("; the base model (no update) in italics" if reference else "") + ".</p>",
-        _html_table(final, "Final scores per run", bold_best=SCORES, mark=reference),
-        _html_table(per_task, "Scores after every task (task 0: the base model)", bold_best=(), mark=reference),
+        _html_table(final, "Final scores per run" + (" (full test sets)" if full else ""), bold_best=SCORES,
+                    mark=reference),
+        _html_table(per_task, "The base model (task 0) and the last task, full test sets" if full else
+                    "Scores after every task (task 0: the base model)", bold_best=(), mark=reference),
         "</body></html>",
     ]
     write_text(out_html, "\n".join(page) + "\n")

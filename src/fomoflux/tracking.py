@@ -48,7 +48,10 @@ __all__ = [
 ]
 
 WANDB_MODES = ("online", "offline")
-TRACKING_DEFAULTS: dict[str, Any] = {"tensorboard": False, "wandb": {"project": None, "entity": None, "mode": "offline"}}
+TRACKING_DEFAULTS: dict[str, Any] = {
+    "tensorboard": False,
+    "wandb": {"project": None, "entity": None, "mode": "offline"},
+}
 # What of a training-log row (fomoflux.train.loop.LOG_SCHEMA) is tracked, under train/<name>.
 TRAIN_SCALARS = ("loss", "contrastive_loss", "penalty", "lr", "grad_norm", "logit_scale", "data_wait_s")
 EVENT_PREFIX = "events.out.tfevents."
@@ -230,7 +233,7 @@ class TrackingTarget:
     step_offset: int = 0
     config: Mapping[str, Any] = field(default_factory=dict)
 
-    def open(self, *, fresh: bool = True) -> "Tracker | None":
+    def open(self, *, fresh: bool = True) -> Tracker | None:
         """The tracker, or None when tracking is off. ``fresh``: the job starts over (its earlier files go)."""
         return Tracker(self, fresh=fresh) if tracking_enabled(self.settings) else None
 
@@ -287,7 +290,7 @@ class Tracker:
             backend.close()
         self.backends = []
 
-    def __enter__(self) -> "Tracker":
+    def __enter__(self) -> Tracker:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -49,7 +49,9 @@ class Project:
         cmd = [sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile", str(self.config_path)]
         proc = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
-            raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+            raise AssertionError(
+                f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+            )
         return proc
 
     def slurm_command(self, *args: str) -> list[str]:
@@ -77,7 +79,9 @@ class Project:
 
     def start_snakemake(self, *args: str) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile", str(self.config_path)]
-        return subprocess.Popen(cmd, cwd=self.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            cmd, cwd=self.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
 
     def planned_jobs(self, *args: str) -> list[tuple[str, dict]]:
         """The jobs a dry run would execute: (rule, wildcards) pairs."""
@@ -96,7 +100,7 @@ class Project:
     def path(self, *parts: str) -> Path:
         return self.root.joinpath("results", *parts)
 
-    def copy(self, dest: Path) -> "Project":
+    def copy(self, dest: Path) -> Project:
         subprocess.run(["cp", "-a", str(self.root), str(dest)], check=True)
         return Project(dest)
 
@@ -136,7 +140,8 @@ def kill_group(proc: subprocess.Popen) -> None:
 # ---- a real SLURM cluster (scripts/slurm-test-cluster.sh) -----------------------------------------------------
 
 SLURM_SCRIPT = REPO / "scripts" / "slurm-test-cluster.sh"
-GPU_RULES = ("pretrain_base", "train_task", "evaluate_base", "evaluate_task", "class_accuracy")
+GPU_RULES = ("pretrain_base", "train_task", "evaluate_base", "evaluate_base_full", "evaluate_task",
+             "evaluate_task_full", "class_accuracy")
 
 
 class SlurmCluster:

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from PIL import Image
-
 from conftest import REPO, make_project
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,6 @@ from collections import Counter
 import duckdb
 import polars as pl
 import pytest
-
 from conftest import REPO, kill_group, make_project
 
 pytestmark = pytest.mark.slow
@@ -76,7 +75,8 @@ def test_outputs_honour_the_umask(finished):
     for path in (finished.path("data", "digits", "manifest.parquet"), finished.path("data", "catalog.duckdb"),
                  finished.path("runs", "finetune", "task001", "model.safetensors"),
                  finished.path("runs", "finetune", "budget.json"), finished.path("fomoflux.duckdb"),
-                 finished.path("figures", "trajectories.png"), finished.path("models", "fomo-micro", "base.safetensors")):
+                 finished.path("figures", "trajectories.png"),
+                 finished.path("models", "fomo-micro", "base.safetensors")):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
 
 
@@ -105,6 +105,31 @@ def test_results_are_queryable_in_duckdb(finished):
                        "WHERE json_extract(r.method_options, '$.rank')::INT = 2").fetchall()
     assert [row[0] for row in lora] == ["lora"] and lora[0][1] > 4
     assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == len(TRAINED_RUNS) + 1
+
+
+def test_every_trajectory_point_is_on_one_fixed_subset_and_the_full_test_sets_apart(finished):
+    con = duckdb.connect(str(finished.path("fomoflux.duckdb")), read_only=True)
+    # The trajectories: every run, every task (the base model's task 0 included) on the same samples per dataset.
+    assert con.execute("SELECT bool_and(subset) FROM metrics").fetchone()[0]
+    sizes = con.execute("SELECT dataset, count(DISTINCT n), min(n) FROM metrics GROUP BY dataset").fetchall()
+    assert all(kinds == 1 for _, kinds, _ in sizes), sizes
+    tasks = con.execute("SELECT run, list(DISTINCT task ORDER BY task) FROM summary GROUP BY run").fetchall()
+    assert all(t == [0, 1, 2] for _, t in tasks), tasks
+    # The full test sets: the base model and each run's last task, in tables of their own.
+    assert not con.execute("SELECT bool_or(subset) FROM metrics_full").fetchone()[0]
+    full_tasks = con.execute("SELECT DISTINCT task FROM summary_full ORDER BY task").fetchall()
+    assert full_tasks == [(0,), (2,)]
+    full_n = dict(con.execute("SELECT dataset, min(n) FROM metrics_full GROUP BY dataset").fetchall())
+    subset_n = {dataset: n for dataset, _, n in sizes}
+    assert set(full_n) == set(subset_n) and all(full_n[d] >= subset_n[d] for d in full_n)
+    assert any(full_n[d] > subset_n[d] for d in full_n), "the test config's subsets are smaller than a test set"
+    assert {run for (run,) in con.execute("SELECT run FROM final_full").fetchall()} == {*TRAINED_RUNS, "zeroshot"}
+    for ext in ("png", "pdf"):
+        assert finished.path("figures", f"full_test_sets.{ext}").stat().st_size > 1000
+    for ext in ("csv", "html"):
+        assert finished.path("tables", f"full_test_sets.{ext}").stat().st_size > 100
+    assert finished.path("models", "fomo-micro", "eval_full.parquet").is_file()
+    assert [p.name for p in finished.path("runs", "finetune", "eval_full").iterdir()] == ["task002.parquet"]
 
 
 def test_second_run_does_nothing(finished):
@@ -186,8 +211,8 @@ def test_adding_an_evaluation_dataset_reruns_evaluations_not_training(fresh_copy
     fresh_copy.edit_config(add_colors)
     planned = rules(fresh_copy.planned_jobs())
     assert not TRAINING_RULES & set(planned), planned
-    assert planned["shard_dataset"] == 1 and planned["evaluate_base"] == 1
-    assert planned["evaluate_task"] == 2 * len(TRAINED_RUNS)
+    assert planned["shard_dataset"] == 1 and planned["evaluate_base"] == planned["evaluate_base_full"] == 1
+    assert planned["evaluate_task"] == 2 * len(TRAINED_RUNS) and planned["evaluate_task_full"] == len(TRAINED_RUNS)
 
 
 def test_method_hyperparameter_reruns_only_that_runs_chain(fresh_copy):
@@ -208,7 +233,7 @@ def test_a_merge_setting_reruns_merges_not_training(fresh_copy):
     # The offline merge's experts never see the merge: another weighting and operator retrain nothing.
     fresh_copy.edit_config(lambda c: c["runs"]["ema_merge"]["method_options"].update(weight=0.5))
     fresh_copy.edit_config(lambda c: c["runs"]["offline_merge"].setdefault("method_options", {}).update(
-        weighting="linear", operator="ties", operator_options={"density": 0.5}))
+        weighting="linear", operator="ties", operator_options={"prune": 0.5}))
     jobs = fresh_copy.planned_jobs()
     assert not [wc for rule, wc in jobs if rule == "train_task"]
     assert {(wc["run"], wc["kind"]) for rule, wc in jobs if rule == "merge_task"} == {("offline_merge", "oneshot")}
@@ -263,7 +288,9 @@ def test_killed_training_job_resumes_bit_identically(fresh_copy):
     log = project.path("logs", "train_task", "finetune", "task002.log").read_text()
     assert "run finetune task 2/2 [finetune]: resuming after step" in log, log[-2000:]
     assert not snapshot.parent.exists(), "the snapshot folder must be removed once the task's outputs are complete"
-    interrupted = {t: project.path("runs", "finetune", f"task{t:03d}", "model.safetensors").read_bytes() for t in (1, 2)}
+    interrupted = {
+        t: project.path("runs", "finetune", f"task{t:03d}", "model.safetensors").read_bytes() for t in (1, 2)
+    }
     metrics = pl.read_parquet(project.path("runs", "finetune", "metrics.parquet")).sort("task", "dataset", "metric")
 
     for t in (1, 2):

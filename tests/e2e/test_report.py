@@ -101,10 +101,11 @@ def test_report_holds_every_figure_and_the_tables(reported):
     results = _embedded(page, "results")
     categories = _embedded(page, "categories")
     figures = sorted(p.relative_to(reported.root).as_posix() for p in reported.path("figures").glob("*.png"))
-    assert {Path(f).stem for f in figures} >= {"trajectories", "schedules", "budgets", "compare_schedules",
-                                               "heatmap_finetune", "heatmap_finetune_constant", "heatmap_zeroshot"}
-    tables = ["results/tables/final_scores.csv", "results/tables/final_scores.html"]
-    assert sorted(results) == sorted(figures + tables), "every figure's PNG and both tables, nothing else"
+    assert {Path(f).stem for f in figures} >= {"trajectories", "full_test_sets", "schedules", "budgets",
+                                               "compare_schedules", "heatmap_finetune", "heatmap_finetune_constant",
+                                               "heatmap_zeroshot"}
+    tables = [f"results/tables/{name}.{ext}" for name in ("final_scores", "full_test_sets") for ext in ("csv", "html")]
+    assert sorted(results) == sorted(figures + tables), "every figure's PNG and the four tables, nothing else"
     for path in figures:
         entry = results[path]
         assert entry["mime_type"] == "image/png" and _decoded(entry["data_uri"]).startswith(b"\x89PNG")
@@ -115,7 +116,8 @@ def test_report_holds_every_figure_and_the_tables(reported):
     assert "A<sub>ZS</sub>" in results["results/figures/trajectories.png"]["caption"]
     assert results["results/figures/compare_schedules.png"]["labels"]["run"] == "finetune, finetune_constant, zeroshot"
     assert set(categories) == {"Figures", "Heatmaps", "Tables"}
-    assert set(categories["Figures"]) == {"Trajectories", "Comparison: schedules", "Schedules", "Budgets"}
+    assert set(categories["Figures"]) == {"Trajectories", "Full test sets", "Comparison: schedules", "Schedules",
+                                          "Budgets"}
     assert set(categories["Heatmaps"]) == {"finetune", "ema_merge", "lora", "offline_merge", "zeroshot"}
     # the workflow description page, rendered from workflow/report/workflow.rst with the config
     description = json.loads(re.search(r"var workflow_desc = (.*?);\s*</script>", page, re.S).group(1))

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 from conftest import GPU_RULES, slurm_cluster, tres_memory_mb
 
-from fomoflux.slurm import scheduled_jobs, submitted_jobs
+from fomoflux.pipeline.slurm import scheduled_jobs, submitted_jobs
 
 pytestmark = pytest.mark.slow
 

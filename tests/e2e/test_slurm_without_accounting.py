@@ -14,7 +14,7 @@ import torch
 from conftest import slurm_cluster, tres_memory_mb
 from safetensors.torch import load_file
 
-from fomoflux.slurm import scheduled_jobs, submitted_jobs
+from fomoflux.pipeline.slurm import scheduled_jobs, submitted_jobs
 
 pytestmark = pytest.mark.slow
 

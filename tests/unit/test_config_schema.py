@@ -11,7 +11,7 @@ import yaml
 
 from fomoflux.config_schema import load_schema, typed_overrides, validate_config
 from fomoflux.errors import ConfigError
-from fomoflux.plan import BUDGET_MODES, TRAINING_DEFAULTS, build_plan
+from fomoflux.pipeline.plan import BUDGET_MODES, TRAINING_DEFAULTS, build_plan
 from fomoflux.train.schedule import available_schedules
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,11 +46,13 @@ def violation(schema, edit) -> str:
         (lambda c: c["runs"]["finetune"].update(methd="finetune"),
          "config key 'runs.finetune.methd': unknown key (allowed: method, method_options, seed, stream, training)"),
         (lambda c: c["training"].update(budget="cheap"),
-         "config key 'training.budget': 'cheap' is not allowed (allowed: maf, flops, fixed)"),
+         "config key 'training.budget': 'cheap' is not allowed (allowed: maf, flops, fixed, table)"),
         (lambda c: c["runs"]["lora"].update(training={"schedule": "cosin"}),
          "config key 'runs.lora.training.schedule': 'cosin' is not allowed (allowed: constant, cosine, "),
-        (lambda c: c["training"].update(lr="fast"), "config key 'training.lr': 'fast' has the wrong type (allowed: number)"),
-        (lambda c: c["benchmark"].update(seed=0.5), "config key 'benchmark.seed': 0.5 has the wrong type (allowed: integer)"),
+        (lambda c: c["training"].update(lr="fast"),
+         "config key 'training.lr': 'fast' has the wrong type (allowed: number)"),
+        (lambda c: c["benchmark"].update(seed=0.5),
+         "config key 'benchmark.seed': 0.5 has the wrong type (allowed: integer)"),
         (lambda c: c["training"].update(warmup_fraction=1.5),
          "config key 'training.warmup_fraction': 1.5 is out of range (allowed: number >= 0 and <= 1)"),
         (lambda c: c["model"].pop("arch"), "config key 'model.arch': missing (required: name, arch, pretrained)"),
@@ -155,7 +157,8 @@ def test_typed_overrides_types_nested_strings_like_a_config_file():
     # What Snakemake's --config parser gives for: results=out seed=3 'training={steps: 7, lr: 1e-3, compile: true,
     # mixture: paper}' 'benchmark={datasets: [pool, digits]}'
     given = {"results": "out", "seed": 3,
-             "training": {"steps": "7", "lr": "1e-3", "compile": "true", "mixture": "paper", "buffer": {"size": "null"}},
+             "training": {"steps": "7", "lr": "1e-3", "compile": "true", "mixture": "paper",
+                          "buffer": {"size": "null"}},
              "benchmark": {"datasets": ["pool", "digits"], "scale": "0.5"}}
     assert typed_overrides(given) == {
         "results": "out", "seed": 3,

@@ -1,13 +1,19 @@
 """Repository conventions: the conda environment carries requirements.txt's pins without relative paths, the
-license, and what the Snakemake workflow catalog reads (its settings file, config/README.md)."""
+license, what the Snakemake workflow catalog reads (its settings file, config/README.md), and a clean lint (ruff
+over the Python, snakefmt over the Snakefile and rules, both configured in pyproject.toml)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+# The lint tools pinned in requirements.txt, from the environment running the tests (not resolved: .venv/bin/python
+# is a link to the system's interpreter, whose folder has no ruff).
+VENV_BIN = Path(sys.executable).parent
 
 
 def pins(lines) -> list[str]:
@@ -37,3 +43,22 @@ def test_workflow_catalog_settings_and_config_readme():
     readme = (ROOT / "config" / "README.md").read_text()
     for path in sorted((ROOT / "config").glob("*.yaml")):
         assert f"`{path.name}`" in readme, f"config/README.md does not describe {path.name}"
+
+
+def lint(tool: str, *args: str) -> subprocess.CompletedProcess:
+    executable = VENV_BIN / tool
+    assert executable.is_file(), f"{executable} is missing: install requirements.txt (scripts/setup.sh)"
+    return subprocess.run([str(executable), *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_ruff_finds_nothing():
+    # --no-cache: no .ruff_cache left in the checkout by the test run.
+    proc = lint("ruff", "check", "--no-cache", "--output-format", "concise", ".")
+    assert proc.returncode == 0, f"ruff check (fix with: .venv/bin/ruff check --fix .):\n{proc.stdout}{proc.stderr}"
+
+
+def test_snakefmt_would_change_nothing():
+    proc = lint("snakefmt", "--check", "--compact-diff", "Snakefile", "workflow/rules")
+    assert proc.returncode == 0, (
+        f"snakefmt --check (fix with: .venv/bin/snakefmt Snakefile workflow/rules):\n{proc.stdout}{proc.stderr}"
+    )

@@ -101,7 +101,7 @@ def test_shards_read_back_with_plain_webdataset_in_another_process(data_root):
     read = json.loads(done.stdout.strip().splitlines()[-1])
     expected = _expected("new_shapes", "train")[:SHARD_SIZE]
     assert [r[0] for r in read] == [f"new_shapes/train/{s.index:08d}" for s in expected]
-    for (key, size, mode, txt, meta), sample in zip(read, expected):
+    for (_, size, mode, txt, meta), sample in zip(read, expected):
         assert size == [SIZE, SIZE] and mode == "RGB"
         assert txt == sample.captions[0]
         assert meta == {"dataset": "new_shapes", "split": "train", "index": sample.index, "class_id": sample.class_id,
@@ -410,7 +410,7 @@ def test_a_truncated_jpeg_is_an_error_naming_it_or_a_counted_skip(tmp_path, work
 
 
 def test_jpeg_frame_size_is_pils_size_for_every_kind_of_jpeg():
-    for name, (data, stored_format, _) in MIXED.items():
+    for name, (data, *_) in MIXED.items():
         if data[:3] == b"\xff\xd8\xff":
             assert jpeg_frame_size(data) == Image.open(io.BytesIO(data)).size, name
     with pytest.raises(ValueError, match="no frame header"):

@@ -172,6 +172,10 @@ def test_committed_table_is_what_the_import_script_writes(tmp_path):
     packaged = resources.files("fomoflux.data").joinpath("fomo_in_flux.json").read_bytes()
     assert (tmp_path / "table.json").read_bytes() == packaged
     assert json.loads(packaged)[0]["name"] == "AI2DIAGRAMS"
+    # The paper's stream ships beside the table, as the script copies it from the release.
+    shipped = resources.files("fomoflux.data").joinpath("streams").joinpath("random_sequence_1.json").read_bytes()
+    assert (tmp_path / "streams" / "random_sequence_1.json").read_bytes() == shipped
+    assert sorted(p.name for p in (tmp_path / "streams").iterdir()) == ["random_sequence_1.json"]
 
 
 @needs_reference

@@ -80,21 +80,32 @@ def test_registry_and_options():
     assert len(OPERATORS) == len(ALL_OPERATORS)
     with pytest.raises(ConfigError, match="unknown merge operator 'avg'; known: breadcrumbs, dare, interpolation"):
         check_operator("avg")
-    with pytest.raises(ConfigError, match="'ties' has no option 'k' \\(given 3.*density, scale"):
+    with pytest.raises(ConfigError, match="'ties' has no option 'k' \\(given 3.*merge_function, prune, scale, scope"):
         check_operator("ties", {"k": 3})
-    with pytest.raises(ConfigError, match="'ties': option 'density' must be in \\(0, 1\\], got 0.0"):
-        check_operator("ties", {"density": 0})
-    with pytest.raises(ConfigError, match="'dare': option 'drop' must be in \\[0, 1\\), got 1.0"):
-        check_operator("dare", {"drop": 1})
-    with pytest.raises(ConfigError, match="'breadcrumbs'.*'beta' \\+ 'density' must be <= 1, got 0.2 \\+ 0.9"):
-        check_operator("breadcrumbs", {"beta": 0.2})
+    with pytest.raises(ConfigError, match="'ties': option 'prune' must be in \\[0, 1\\), got 1.0"):
+        check_operator("ties", {"prune": 1})
+    with pytest.raises(ConfigError, match="'ties': option 'merge_function' must be one of mean, sum, max, got 'med'"):
+        check_operator("ties", {"merge_function": "med"})
+    with pytest.raises(ConfigError, match="'dare': option 'scope' must be one of tower, tensor, got 'model'"):
+        check_operator("dare", {"scope": "model"})
+    with pytest.raises(ConfigError, match="'breadcrumbs'.*'prune_top' \\+ 'prune' must be < 1.*got 0.3 \\+ 0.7"):
+        check_operator("breadcrumbs", {"prune_top": 0.3, "prune": 0.7})
     with pytest.raises(ConfigError, match="'magmax': option 'scale' must be float, got 'big'"):
         check_operator("magmax", {"scale": "big"})
     with pytest.raises(ConfigError, match="'tall_masks': option 'min_agree' must be int, got 1.5"):
         check_operator("tall_masks", {"min_agree": 1.5})
     with pytest.raises(ConfigError, match="'task_arithmetic': option 'scale' must be finite, got nan"):
         check_operator("task_arithmetic", {"scale": float("nan")})
-    assert check_operator("ties", {"density": 1}).config() == {"name": "ties", "density": 1.0, "scale": 1.0}
+    assert check_operator("ties", {"prune": 0}).config() == {"name": "ties", "prune": 0.0, "merge_function": "mean",
+                                                           "scope": "tower", "scale": 1.0}
+    # The reference's defaults (configs/config.yaml, offline_merge section, and its class defaults)
+    defaults = {name: OPERATORS.get(name).options for name in ALL_OPERATORS}
+    assert defaults["ties"]["prune"] == defaults["dare"]["prune"] == defaults["breadcrumbs"]["prune"] == 0.2
+    assert defaults["breadcrumbs"]["prune_top"] == 0.01 and defaults["ties"]["merge_function"] == "mean"
+    assert defaults["breadcrumbs"]["merge_function"] == "mean"
+    assert all(defaults[name]["scale"] == 1.0 for name in ("task_arithmetic", "ties", "magmax", "random"))
+    assert (defaults["tall_masks"]["lam"], defaults["tall_masks"]["min_agree"]) == (0.4, 0)
+    assert defaults["slerp"]["eps"] == 5e-4 and defaults["model_stock"]["eps"] == 1e-8
     assert check_operator("interpolation").uses_weights and not check_operator("ties").uses_weights
 
 
@@ -129,9 +140,10 @@ def test_interpolation_closed_form(tmp_path):
     weights = [0.2, 0.3, 0.5]
     merged = merge_checkpoints(tmp_path / "b.safetensors", paths, weights)
     # Σw = 1: the weighted average of the weights themselves
-    torch.testing.assert_close(merged["w"], sum(w * t["w"] for w, t in zip(weights, thetas)), rtol=0, atol=1e-6)
+    expected_w = sum(w * t["w"] for w, t in zip(weights, thetas, strict=True))
+    torch.testing.assert_close(merged["w"], expected_w, rtol=0, atol=1e-6)
     assert merged["h"].dtype == torch.float16
-    expected_h = sum(w * t["h"].float() for w, t in zip(weights, thetas))
+    expected_h = sum(w * t["h"].float() for w, t in zip(weights, thetas, strict=True))
     torch.testing.assert_close(merged["h"], expected_h.half())
     assert torch.equal(merged["step"], torch.tensor([12]))  # non-floating: from the last checkpoint
     # Σw ≠ 1: θ0 + Σ w_i τ_i
@@ -141,32 +153,67 @@ def test_interpolation_closed_form(tmp_path):
 
 
 def test_ties_by_hand(tmp_path):
-    # density 1 and agreeing signs per entry: the plain mean of the task vectors
+    # prune 0 and agreeing signs per entry: the plain mean of the task vectors
     taus = [[1.0, -2.0, 3.0, 0.0], [3.0, -4.0, 1.0, 0.0], [2.0, -6.0, 2.0, 0.0]]
-    torch.testing.assert_close(merge_1d(tmp_path, taus, "ties", options={"density": 1.0}),
+    torch.testing.assert_close(merge_1d(tmp_path, taus, "ties", options={"prune": 0.0}),
                                torch.tensor([2.0, -4.0, 2.0, 0.0]))
-    # density 0.5 keeps 2 of 4 per task vector: [4,0,2,0], [-3,0,0,5], [0,-6,3,0]; elected signs of the sum
-    # [1,-6,5,5] are +,-,+,+; disjoint means: 4 (−3 disagrees), −6, (2+3)/2, 5; then × λ = 2
+    # prune 0.5 of 4 entries: k = 2, the reference keeps |τ| >= the 2nd smallest (3 of 4): [4,-1,2,0], [-3,2,0,5],
+    # [1,-6,3,0]; elected signs of the sum [2,-5,5,5] are +,-,+,+; disjoint means 2.5, -3.5, 2.5, 5; × λ = 2
     taus = [[4.0, -1.0, 2.0, 0.5], [-3.0, 2.0, -1.0, 5.0], [1.0, -6.0, 3.0, 0.1]]
-    torch.testing.assert_close(merge_1d(tmp_path, taus, "ties", options={"density": 0.5, "scale": 2.0}),
+    torch.testing.assert_close(merge_1d(tmp_path, taus, "ties", options={"prune": 0.5, "scale": 2.0}),
+                               torch.tensor([5.0, -7.0, 5.0, 10.0]))
+    # prune 0.75: k = 3 keeps the top 2: [4,0,2,0], [-3,0,0,5], [0,-6,3,0]; signs of [1,-6,5,5]; 4, -6, 2.5, 5
+    torch.testing.assert_close(merge_1d(tmp_path, taus, "ties", options={"prune": 0.75, "scale": 2.0}),
                                torch.tensor([8.0, -12.0, 5.0, 10.0]))
+    # merge_function sum and max (the reference's alternatives to the disjoint mean)
+    taus = [[4.0, -1.0, 2.0], [2.0, -3.0, -1.0]]
+    for function, expected in [("mean", [3.0, -2.0, 2.0]), ("sum", [6.0, -4.0, 2.0]), ("max", [4.0, -3.0, 2.0])]:
+        merged = merge_1d(tmp_path, taus, "ties", options={"prune": 0.0, "merge_function": function})
+        torch.testing.assert_close(merged, torch.tensor(expected), msg=function)
+
+
+def test_ties_zero_sign_takes_the_majority_sign(tmp_path):
+    # Where the pruned task vectors cancel, the reference elects the sign of the sum of all elected signs.
+    torch.testing.assert_close(merge_1d(tmp_path, [[1.0, 2.0, 3.0], [-1.0, 1.0, 1.0]], "ties", options={"prune": 0.0}),
+                               torch.tensor([1.0, 1.5, 2.0]))
+    torch.testing.assert_close(merge_1d(tmp_path, [[1.0, -2.0, -3.0], [-1.0, -1.0, -1.0]], "ties",
+                                        options={"prune": 0.0}), torch.tensor([-1.0, -1.5, -2.0]))
+    # ... and where that is 0 too, its "tensor < 0" branch keeps the negative entries
+    torch.testing.assert_close(merge_1d(tmp_path, [[1.0, -2.0, 3.0], [-1.0, 2.0, -3.0]], "ties",
+                                        options={"prune": 0.0}), torch.tensor([-1.0, -2.0, -3.0]))
+
+
+def test_ties_ranks_over_the_tower_or_per_tensor(tmp_path):
+    # One expert; keys "a" and "b" are both in the text tower, "visual.c" in the image tower.
+    base = {"a": torch.zeros(2), "b": torch.zeros(2), "visual.c": torch.zeros(4)}
+    tau = {"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([10.0, 20.0]),
+           "visual.c": torch.tensor([1.0, 2.0, 3.0, 4.0])}
+    base_path, paths = write_experts(tmp_path, base, [tau])
+    # scope tower: the text tower has D = 4, k = 2, cut at its 2nd smallest |τ| (2): a loses its 1; the image tower
+    # on its own: cut at 2 as well
+    tower = merge_checkpoints(base_path, paths, [1.0], "ties", options={"prune": 0.5})
+    assert tower["a"].tolist() == [0.0, 2.0] and tower["b"].tolist() == [10.0, 20.0]
+    assert tower["visual.c"].tolist() == [0.0, 2.0, 3.0, 4.0]
+    # scope tensor: each 2-entry tensor has k = 1 (keeps everything)
+    tensor = merge_checkpoints(base_path, paths, [1.0], "ties", options={"prune": 0.5, "scope": "tensor"})
+    assert tensor["a"].tolist() == [1.0, 2.0] and tensor["b"].tolist() == [10.0, 20.0]
 
 
 def test_dare(tmp_path):
     gen = torch.Generator().manual_seed(3)
     taus = [torch.randn(64, generator=gen).tolist() for _ in range(3)]
     base = torch.randn(64, generator=gen).tolist()
-    ties = merge_1d(tmp_path, taus, "ties", base=base, options={"density": 1.0})
-    dare = merge_1d(tmp_path, taus, "dare", base=base, options={"drop": 0.0})
+    ties = merge_1d(tmp_path, taus, "ties", base=base, options={"prune": 0.0})
+    dare = merge_1d(tmp_path, taus, "dare", base=base, options={"prune": 0.0})
     torch.testing.assert_close(dare, ties, rtol=0, atol=1e-6)
     # one task vector, p = 0.5: every entry is 0 or 2τ, about half survive, and the mask is a function of the seed
     tau = (torch.rand(20000, generator=gen) + 0.5).tolist()
-    dropped = merge_1d(tmp_path, [tau], "dare", weights=[1.0], options={"drop": 0.5}, seed=1)
+    dropped = merge_1d(tmp_path, [tau], "dare", weights=[1.0], options={"prune": 0.5}, seed=1)
     kept = dropped != 0
     torch.testing.assert_close(dropped[kept], 2.0 * torch.tensor(tau)[kept])
     assert abs(kept.float().mean().item() - 0.5) < 0.02
-    again = merge_1d(tmp_path, [tau], "dare", weights=[1.0], options={"drop": 0.5}, seed=1)
-    other = merge_1d(tmp_path, [tau], "dare", weights=[1.0], options={"drop": 0.5}, seed=2)
+    again = merge_1d(tmp_path, [tau], "dare", weights=[1.0], options={"prune": 0.5}, seed=1)
+    other = merge_1d(tmp_path, [tau], "dare", weights=[1.0], options={"prune": 0.5}, seed=2)
     assert torch.equal(dropped, again) and not torch.equal(dropped, other)
 
 
@@ -228,35 +275,53 @@ def test_model_stock(tmp_path):
     t = 3 * cos / (1 + 2 * cos)
     merged = merge_1d(tmp_path, [x.tolist() for x in taus], "model_stock")
     torch.testing.assert_close(merged, t * sum(taus) / 3)
-    # opposing experts: cos clamped to 0, θ0
-    assert torch.equal(merge_1d(tmp_path, [t1, [-2.0, 0.0, 0.0]], "model_stock"), torch.zeros(3))
+    # experts at 120°: cos = -1/2 is kept (the reference clamps to [-1, 1]): t = 2·(-½) / (½ + 1 + eps) ≈ -2
+    t3 = [-1.0, math.sqrt(3.0), 0.0]
+    expected = (-1.0 / (0.5 + 1e-8)) * (torch.tensor(t1) + torch.tensor(t3)) / 2
+    torch.testing.assert_close(merge_1d(tmp_path, [t1, t3], "model_stock"), expected)
 
 
 def test_tall_masks_consensus_by_hand(tmp_path):
     taus = [[3.0, 1.0, -2.0, 0.5], [2.0, -1.0, 0.0, 0.5], [0.0, 4.0, 0.1, -3.0]]
+    # the reference's defaults (lam 0.4, pruning threshold 0) keep every entry: task arithmetic
+    torch.testing.assert_close(merge_1d(tmp_path, taus, "tall_masks"), torch.tensor([5.0, 4.0, -1.9, -2.0]))
     # τ_MTL = [5, 4, -1.9, -2]; |τ_MTL − τ_i| = [2,3,0.1,2.5], [3,5,1.9,2.5], [5,0,2,1]
-    # masks (|τ_i| ≥ |τ_MTL − τ_i|): [1,0,1,0], [0,0,0,0], [0,1,0,1]; agreement [1,1,1,1] < 2: nothing survives
-    assert torch.equal(merge_1d(tmp_path, taus, "tall_masks"), torch.zeros(4))
+    # masks (|τ_i| > |τ_MTL − τ_i|): [1,0,1,0], [0,0,0,0], [0,1,0,1]; agreement [1,1,1,1] < 2: nothing survives
+    assert torch.equal(merge_1d(tmp_path, taus, "tall_masks", options={"lam": 1.0, "min_agree": 2}), torch.zeros(4))
     # lam = 0.5 halves the right side: [1,0,1,0], [1,0,0,0], [0,1,0,1] → agreement [2,1,1,1]: keeps entry 0 only
-    torch.testing.assert_close(merge_1d(tmp_path, taus, "tall_masks", options={"lam": 0.5, "scale": 0.5}),
-                               torch.tensor([2.5, 0.0, 0.0, 0.0]))
-    # min_agree 1: every entry some mask keeps: the whole τ_MTL
-    torch.testing.assert_close(merge_1d(tmp_path, taus, "tall_masks", options={"min_agree": 1}),
-                               torch.tensor([5.0, 4.0, -1.9, -2.0]))
+    torch.testing.assert_close(
+        merge_1d(tmp_path, taus, "tall_masks", options={"lam": 0.5, "min_agree": 2, "scale": 0.5}),
+        torch.tensor([2.5, 0.0, 0.0, 0.0]))
+    # the mask is strict, as the reference's: |τ_i| = λ·|τ_MTL − τ_i| is off
+    assert torch.equal(merge_1d(tmp_path, [[1.0], [1.0]], "tall_masks", options={"lam": 1.0, "min_agree": 1}),
+                       torch.zeros(1))
 
 
 def test_breadcrumbs_by_hand(tmp_path):
-    # 10 entries, beta 0.1, density 0.6: drop the largest |τ|, keep the next 6, drop the 3 smallest
+    # 10 entries, prune_top 0.1, prune 0.3: top = 1, bottom = 3; with |τ| sorted m_0..m_9 the reference keeps
+    # m_3 <= |τ| <= m_8: t1 keeps |τ| in [4, 9], t2 keeps |τ| in [0.4, 0.9]
     t1 = [10.0, -9.0, 8.0, -7.0, 6.0, -5.0, 4.0, -3.0, 2.0, -1.0]
     t2 = [0.1, 0.2, -0.3, 0.4, 0.5, 0.6, -0.7, 0.8, 0.9, 1.0]
-    expected = torch.tensor([0.0, -9.0, 8.0, -7.0, 6.0, -5.0, 4.0, 0.0, 0.0, 0.0]) + torch.tensor(
-        [0.0, 0.0, 0.0, 0.4, 0.5, 0.6, -0.7, 0.8, 0.9, 0.0]
-    )
-    merged = merge_1d(tmp_path, [t1, t2], "breadcrumbs", options={"beta": 0.1, "density": 0.6})
-    torch.testing.assert_close(merged, expected)
-    # beta 0, density 1: task arithmetic
-    plain = merge_1d(tmp_path, [t1, t2], "breadcrumbs", options={"beta": 0.0, "density": 1.0, "scale": 0.5})
-    torch.testing.assert_close(plain, 0.5 * (torch.tensor(t1) + torch.tensor(t2)))
+    options = {"prune_top": 0.1, "prune": 0.3}
+    # masked: [0,-9,8,-7,6,-5,4,0,0,0] and [0,0,0,.4,.5,.6,-.7,.8,.9,0]; sum signs [0,-,+,-,+,-,+,+,+,0] (zeros take
+    # the majority +, where nothing is positive); disjoint mean: entry 4 averages 6 and 0.5, entries 3/5/6 drop t2's
+    expected = [0.0, -9.0, 8.0, -7.0, 3.25, -5.0, 4.0, 0.8, 0.9, 0.0]
+    torch.testing.assert_close(merge_1d(tmp_path, [t1, t2], "breadcrumbs", options=options), torch.tensor(expected))
+    summed = merge_1d(tmp_path, [t1, t2], "breadcrumbs", options={**options, "merge_function": "sum"})
+    torch.testing.assert_close(summed, torch.tensor([0.0, -9.0, 8.0, -7.0, 6.5, -5.0, 4.0, 0.8, 0.9, 0.0]))
+    # no pruning, agreeing signs: TIES' disjoint mean, × λ
+    plain = merge_1d(tmp_path, [t1, t1], "breadcrumbs", options={"prune_top": 0.0, "prune": 0.0, "scale": 0.5})
+    torch.testing.assert_close(plain, 0.5 * torch.tensor(t1))
+
+
+def test_breadcrumbs_masks_each_task_vector_flattened_not_per_row(tmp_path):
+    # A 2 x 5 tensor: the reference flattens the task vector (one row per model), so the cuts are over all 10
+    # entries: sorted 1,2,3,4,5,10,20,30,40,50, bottom = 2, top = 1, kept 3..40 (per matrix row, the cut of each row
+    # would be its own)
+    tau = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0], [10.0, 20.0, 30.0, 40.0, 50.0]])
+    base_path, paths = write_experts(tmp_path, {"w": torch.zeros(2, 5)}, [{"w": tau}])
+    merged = merge_checkpoints(base_path, paths, [1.0], "breadcrumbs", options={"prune_top": 0.1, "prune": 0.2})
+    assert merged["w"].tolist() == [[0.0, 0.0, 3.0, 4.0, 5.0], [10.0, 20.0, 30.0, 40.0, 0.0]]
 
 
 def test_every_operator_files_equal_states_and_is_deterministic(micro_files):
@@ -273,7 +338,8 @@ def test_every_operator_files_equal_states_and_is_deterministic(micro_files):
             again = merge_checkpoints(base_path, paths, [0.2, 0.3, 0.5], operator, seed=3)
             assert all(torch.equal(from_files[key], again[key]) for key in base), operator
     # merge_state_dicts never writes into its inputs
-    assert all(torch.equal(state[key], copy[key]) for state, copy in zip([base, *experts], snapshot) for key in base)
+    originals = zip([base, *experts], snapshot, strict=True)
+    assert all(torch.equal(state[key], copy[key]) for state, copy in originals for key in base)
 
 
 # ---- offline weightings --------------------------------------------------------------------------------------------
@@ -289,20 +355,40 @@ def test_offline_weights_closed_forms():
         "sqrt": normalised([1, math.sqrt(2), math.sqrt(3), 2]),
         "quadratic": normalised([1, 4, 9, 16]),
         "cubic": normalised([1, 8, 27, 64]),
-        "exp": normalised([math.e ** i for i in range(1, 5)]),
+        "fifth": normalised([1, 32, 243, 1024]),
+        "tenth": normalised([1, 1024, 59049, 1048576]),
+        "exp": normalised([1, 2, 4, 8]),
         "log": normalised([math.log(2), math.log(3), math.log(4), math.log(5)]),
     }
     for scheme, weights in expected.items():
         assert offline_weights(4, scheme) == pytest.approx(weights, rel=1e-12), scheme
         assert offline_weights(4, scheme, reverse=True) == pytest.approx(weights[::-1], rel=1e-12), scheme
     assert offline_weights(1, "cubic") == [1.0]
-    many = offline_weights(200, "exp")
+    many = offline_weights(2000, "exp")
     assert all(math.isfinite(w) for w in many) and math.fsum(many) == pytest.approx(1.0)
-    assert many[-1] / many[-2] == pytest.approx(math.e) and many[-1] == pytest.approx(1 - 1 / math.e)
-    with pytest.raises(ConfigError, match="unknown merge weighting 'fibonacci'; known: cubic, exp, linear, log"):
+    assert many[-1] / many[-2] == pytest.approx(2.0) and many[-1] == pytest.approx(0.5)
+    with pytest.raises(ConfigError, match="unknown merge weighting 'fibonacci'; known: cubic, exp, fifth, linear, log"):
         offline_weights(3, "fibonacci")
     with pytest.raises(ConfigError, match="'linear': the number of checkpoints must be an int >= 1, got 0"):
         offline_weights(0, "linear")
+
+
+def test_offline_weights_pin_the_reference_at_t_1_to_5():
+    # The reference's offline_merge.py: exp = 2^i for i in range(n), fifth = i^5, tenth = i^10, each normalised
+    pinned = {
+        "exp": [[1.0], [1 / 3, 2 / 3], [1 / 7, 2 / 7, 4 / 7], [1 / 15, 2 / 15, 4 / 15, 8 / 15],
+                [1 / 31, 2 / 31, 4 / 31, 8 / 31, 16 / 31]],
+        "fifth": [[1.0], [1 / 33, 32 / 33], [1 / 276, 32 / 276, 243 / 276],
+                  [1 / 1300, 32 / 1300, 243 / 1300, 1024 / 1300],
+                  [1 / 4425, 32 / 4425, 243 / 4425, 1024 / 4425, 3125 / 4425]],
+        "tenth": [[1.0], [1 / 1025, 1024 / 1025], [1 / 60074, 1024 / 60074, 59049 / 60074],
+                  [1 / 1108650, 1024 / 1108650, 59049 / 1108650, 1048576 / 1108650],
+                  [1 / 10874275, 1024 / 10874275, 59049 / 10874275, 1048576 / 10874275, 9765625 / 10874275]],
+    }
+    for scheme, rows in pinned.items():
+        for t, row in enumerate(rows, start=1):
+            assert offline_weights(t, scheme) == pytest.approx(row, rel=1e-12), (scheme, t)
+            assert offline_weights(t, scheme, reverse=True) == pytest.approx(row[::-1], rel=1e-12), (scheme, t)
 
 
 # ---- LiNeS -----------------------------------------------------------------------------------------------------------
@@ -311,27 +397,46 @@ def test_offline_weights_closed_forms():
 def test_lines_depths_on_open_clip_keys():
     micro, _ = create_model(MICRO, device="meta")
     depths = lines_depths(micro.state_dict())  # 2 image blocks, 2 text blocks
-    assert {(d.tower, d.blocks) for d in depths.values() if d is not None} == {("image", 2), ("text", 2)}
-    for key in ["visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding", "visual.ln_pre.bias",
-                "token_embedding.weight", "positional_embedding", "transformer.resblocks.0.attn.in_proj_weight",
-                "visual.transformer.resblocks.0.mlp.c_fc.bias"]:
+    assert {(d.tower, d.blocks) for d in depths.values()} == {("image", 2), ("text", 2)}
+    for key in ["transformer.resblocks.0.attn.in_proj_weight", "visual.transformer.resblocks.0.mlp.c_fc.bias"]:
         assert depths[key].depth == 0 and depths[key].fraction == 0.0, key
-    for key in ["visual.ln_post.weight", "visual.proj", "ln_final.bias", "text_projection",
-                "transformer.resblocks.1.ln_2.weight", "visual.transformer.resblocks.1.attn.out_proj.weight"]:
+    for key in ["transformer.resblocks.1.ln_2.weight", "visual.transformer.resblocks.1.attn.out_proj.weight"]:
         assert depths[key].depth == 1 and depths[key].fraction == 1.0, key
-    assert depths["logit_scale"] is None
-    tiny, _ = create_model("fomo-tiny-vit", device="meta")  # 4 image blocks, 3 text blocks: each tower its own L
-    scales = lines_scales(tiny.state_dict(), alpha=0.2, beta=0.6)
-    assert scales["visual.transformer.resblocks.2.attn.in_proj_weight"] == pytest.approx(0.2 + 0.6 * 2 / 3)
-    assert scales["transformer.resblocks.1.attn.in_proj_weight"] == pytest.approx(0.2 + 0.6 * 1 / 2)
-    assert scales["visual.proj"] == pytest.approx(0.8) and scales["ln_final.weight"] == pytest.approx(0.8)
-    assert scales["visual.conv1.weight"] == pytest.approx(0.2) and scales["logit_scale"] == 1.0
+    # As the reference: every key outside the residual blocks is "non-block", before or after them
+    for key in ["visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding", "visual.ln_pre.bias",
+                "token_embedding.weight", "positional_embedding", "visual.ln_post.weight", "visual.proj",
+                "ln_final.bias", "text_projection", "logit_scale"]:
+        assert depths[key].depth is None and depths[key].fraction is None, key
+    assert depths["logit_scale"].tower == "text" and depths["visual.proj"].tower == "image"
     with pytest.raises(ConfigError, match="LiNeS: no depth for key 'visual.trunk.stem.weight'"):
         lines_depths(["visual.trunk.stem.weight", "transformer.resblocks.0.ln_1.weight"])
-    with pytest.raises(ConfigError, match="exactly 'alpha' and 'beta'"):
+    with pytest.raises(ConfigError, match="with 'alpha' and 'beta'"):
         check_lines({"alpha": 0.5})
     with pytest.raises(ConfigError, match="'beta' must be a finite number, got 'x'"):
         check_lines({"alpha": 0.5, "beta": "x"})
+    with pytest.raises(ConfigError, match="'scaling' must be one of linear, quadratic, sqrt, got 'cubic'"):
+        check_lines({"alpha": 0.5, "beta": 0.5, "scaling": "cubic"})
+
+
+def test_lines_factors_per_layer_of_a_4_block_tower():
+    # fomo-tiny-vit: 4 image blocks (L = 4), 3 text blocks; α + β·f(ℓ/(L−1)), α for every non-block key
+    tiny, _ = create_model("fomo-tiny-vit", device="meta")
+    keys = list(tiny.state_dict())
+    image = "visual.transformer.resblocks.{}.attn.in_proj_weight"
+    expected = {
+        "linear": [0.2, 0.4, 0.6, 0.8],
+        "quadratic": [0.2, 0.2 + 0.6 / 9, 0.2 + 0.6 * 4 / 9, 0.8],
+        "sqrt": [0.2, 0.2 + 0.6 * math.sqrt(1 / 3), 0.2 + 0.6 * math.sqrt(2 / 3), 0.8],
+    }
+    for scaling, factors in expected.items():
+        scales = lines_scales(keys, alpha=0.2, beta=0.6, scaling=scaling)
+        assert [scales[image.format(layer)] for layer in range(4)] == pytest.approx(factors), scaling
+        for key in ["visual.conv1.weight", "visual.proj", "visual.ln_post.weight", "ln_final.weight",
+                    "text_projection", "token_embedding.weight", "logit_scale"]:
+            assert scales[key] == 0.2, (scaling, key)
+    scales = lines_scales(keys, alpha=0.2, beta=0.6)
+    text = [scales[f"transformer.resblocks.{layer}.ln_1.weight"] for layer in range(3)]
+    assert text == pytest.approx([0.2, 0.5, 0.8])  # the text tower's own L = 3
 
 
 def test_lines_scales_the_merged_task_vector(micro_files):
@@ -339,9 +444,13 @@ def test_lines_scales_the_merged_task_vector(micro_files):
     plain = merge_checkpoints(base_path, paths, [1 / 3] * 3, "task_arithmetic")
     scaled = merge_checkpoints(base_path, paths, [1 / 3] * 3, "task_arithmetic", lines={"alpha": 0.25, "beta": 0.5})
     factors = {"visual.conv1.weight": 0.25, "visual.transformer.resblocks.1.mlp.c_proj.weight": 0.75,
-               "transformer.resblocks.0.attn.in_proj_weight": 0.25, "text_projection": 0.75, "logit_scale": 1.0}
+               "transformer.resblocks.0.attn.in_proj_weight": 0.25, "text_projection": 0.25, "logit_scale": 0.25}
     for key, factor in factors.items():
         torch.testing.assert_close(scaled[key] - base[key], factor * (plain[key] - base[key]), rtol=1e-4, atol=1e-6)
+    # LiNeS' factors replace the operator's λ, as in the reference
+    replaced = merge_checkpoints(base_path, paths, [1 / 3] * 3, "task_arithmetic", options={"scale": 0.3},
+                                 lines={"alpha": 0.25, "beta": 0.5})
+    assert all(torch.equal(replaced[key], scaled[key]) for key in base)
 
 
 # ---- errors ----------------------------------------------------------------------------------------------------------
@@ -448,12 +557,15 @@ def test_merge_streams_one_checkpoint_tensor_at_a_time(tmp_path, monkeypatch, op
     # Live tensors of the key's size while reading a checkpoint: θ0, the operator's accumulators and the previous
     # task vector; the same for 12 checkpoints as for 3, so memory does not grow with n.
     assert many <= few <= 6, (few, many)
-    passes = 2 if operator in {"ties", "dare", "tall_masks"} else 1
+    # the TIES family over whole towers: a thresholds pass (not DARE's), a sign pass, the merge pass
+    passes = {"ties": 3, "breadcrumbs": 3, "dare": 2}.get(operator, 1)
     assert set(many_reads.values()) == {passes} and len(many_reads) == 12
 
 
 def test_tensor_generator_is_a_pure_function_of_seed_key_index():
-    draw = lambda *args: torch.rand(4, generator=tensor_generator(*args))
+    def draw(*args):
+        return torch.rand(4, generator=tensor_generator(*args))
+
     assert torch.equal(draw(0, "w", 1), draw(0, "w", 1))
     assert not torch.equal(draw(0, "w", 1), draw(0, "w", 2))
     assert not torch.equal(draw(0, "w", 1), draw(0, "v", 1))

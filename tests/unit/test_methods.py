@@ -20,7 +20,8 @@ from fomoflux.methods import (
 from fomoflux.model import create_model, save_checkpoint
 from fomoflux.train import LOG_SCHEMA, TaskUpdateConfig, run_task_update
 
-SOURCES = {"pretrain": random_set(32, 0, "pool"), "update": random_set(16, 1, "upd"), "buffer": random_set(16, 2, "buf")}
+SOURCES = {"pretrain": random_set(32, 0, "pool"), "update": random_set(16, 1, "upd"),
+           "buffer": random_set(16, 2, "buf")}
 
 
 def cfg(**kw) -> TaskUpdateConfig:
@@ -87,8 +88,8 @@ def test_ema_merge_closed_form():
     assert (method.init_from, method.deploy_from, method.merge_kinds()) == ("sequential", "sequential", ["sequential"])
     spec = method.merge_spec("sequential")
     weights = merge_weights(spec, 2)
-    assert weights == pytest.approx([0.7, 0.3])
-    merged = merge_state_dicts(theta0, [start, state(theta)], weights, operator=spec["operator"])
+    assert weights == pytest.approx([0.3, 0.7])  # the reference's order: [θ_t, m_{t-1}]
+    merged = merge_state_dicts(theta0, [state(theta), start], weights, operator=spec["operator"])
     for key in start:
         if start[key].is_floating_point():
             expected = 0.7 * start[key] + 0.3 * state(theta)[key]
@@ -113,6 +114,76 @@ def test_merging_presets_describe_their_dag():
     assert time_grid.merge_spec("oneshot")["weighting"] == "sqrt"
     with pytest.raises(ConfigError, match="no 'sequential' merge"):
         time_grid.merge_spec("sequential")
+
+
+def unrolled_merges(method, experts: list[torch.Tensor], kind: str) -> list[torch.Tensor]:
+    """The merges of ``kind`` after tasks 1..T of ``method`` over the experts θ0 = experts[0], θ1, ...: each job's
+    inputs from merge_input_sequence, merged as the merge_task stage does (a single input is copied)."""
+    from fomoflux.merge import merge_state_dicts
+    from fomoflux.methods.merging import merge_input_sequence, merge_is_copy, merge_weights
+
+    spec = method.merge_spec(kind)
+    theta0 = {"w": experts[0]}
+    merges = [experts[0]]  # the merge "after task 0" is θ0
+    for task in range(1, len(experts)):
+        inputs = [experts[t] if what == "model" else merges[t] for what, t in merge_input_sequence(spec, task)]
+        if merge_is_copy(spec, len(inputs)):
+            merges.append(inputs[0])
+            continue
+        weights = merge_weights(spec, len(inputs))
+        merged = merge_state_dicts(theta0, [{"w": x} for x in inputs], weights, spec["operator"],
+                                   spec["operator_options"])
+        merges.append(merged["w"])
+    return merges[1:]
+
+
+def test_time_grid_unrolls_over_the_experts_and_zs_ema_start_from_theta0():
+    # θ0..θ3 as one-entry tensors that make every merge an exact dyadic number
+    experts = [torch.tensor([0.0]), torch.tensor([8.0]), torch.tensor([16.0]), torch.tensor([32.0])]
+    # The reference's double_merge_*: unrolled over [θ1..θt]: m1 = θ1, m2 = (θ2 + θ1)/2, m3 = (θ3 + m2)/2
+    grid = get_method("time_merge", {"init": "base", "deploy": "sequential"})
+    assert [m.item() for m in unrolled_merges(grid, experts, "sequential")] == [8.0, 12.0, 22.0]
+    assert unrolled_merges(grid, experts, "sequential")[2].item() == 0.5 * 32 + 0.25 * 16 + 0.25 * 8
+    # ZS-merge and EMA-merge (zs_paint / ema_paint) from θ0: m1 = (θ1 + θ0)/2, m2 = (θ2 + m1)/2, m3 = (θ3 + m2)/2
+    for name in ("zs_merge", "ema_merge"):
+        assert [m.item() for m in unrolled_merges(get_method(name), experts, "sequential")] == [4.0, 10.0, 21.0], name
+    base_start = get_method("time_merge", {"init": "base", "deploy": "sequential", "sequential_from": "base"})
+    assert [m.item() for m in unrolled_merges(base_start, experts, "sequential")] == [4.0, 10.0, 21.0]
+    # weight w is θ_t's: w = 0.75 from θ1: m2 = 0.75·16 + 0.25·8 = 14, m3 = 0.75·32 + 0.25·14 = 27.5
+    heavy = get_method("time_merge", {"init": "base", "deploy": "sequential", "weight": 0.75})
+    assert [m.item() for m in unrolled_merges(heavy, experts, "sequential")] == [8.0, 14.0, 27.5]
+    # The sequence of models each merge job reads, for t = 3
+    from fomoflux.methods.merging import merge_input_sequence
+
+    spec = grid.merge_spec("sequential")
+    assert [merge_input_sequence(spec, t) for t in (1, 2, 3)] == [
+        [("model", 1)], [("model", 2), ("merge", 1)], [("model", 3), ("merge", 2)]]
+    spec = get_method("zs_merge").merge_spec("sequential")
+    assert [merge_input_sequence(spec, t) for t in (1, 2, 3)] == [
+        [("model", 1), ("merge", 0)], [("model", 2), ("merge", 1)], [("model", 3), ("merge", 2)]]
+    assert merge_input_sequence(get_method("ft_merge").merge_spec("anchored"), 3) == [("model", 3), ("model", 0)]
+    oneshot = get_method("offline_merge", {"include_base": True}).merge_spec("oneshot")
+    assert merge_input_sequence(oneshot, 3) == [("model", 0), ("model", 1), ("model", 2), ("model", 3)]
+
+
+def test_oneshot_after_task_1_and_the_paint_presets_operator_defaults():
+    experts = [torch.tensor([0.0]), torch.tensor([8.0]), torch.tensor([16.0])]
+    # The reference's offline merge deploys θ1 itself after task 1 (task arithmetic would otherwise scale it) ...
+    offline = get_method("offline_merge", {"operator": "task_arithmetic", "operator_options": {"scale": 0.5}})
+    assert [m.item() for m in unrolled_merges(offline, experts, "oneshot")] == [8.0, 12.0]
+    # ... its TIME grid's all-merge applies the operator to [θ1]
+    grid = get_method("time_merge", {"init": "oneshot", "deploy": "oneshot", "operator": "task_arithmetic",
+                                     "operator_options": {"scale": 0.5}})
+    assert [m.item() for m in unrolled_merges(grid, experts, "oneshot")] == [4.0, 12.0]
+    # EMA/ZS/FT-merge default the TIES family to the reference's paint configs (prune 0.7); user options win
+    for name in ("ema_merge", "zs_merge", "ft_merge"):
+        method = get_method(name, {"operator": "ties"})
+        assert method.merge_spec(method.merge_kinds()[0])["operator_options"] == {"prune": 0.7}, name
+    method = get_method("ema_merge", {"operator": "breadcrumbs", "operator_options": {"prune": 0.3}})
+    assert method.merge_spec("sequential")["operator_options"] == {"prune": 0.3}
+    assert get_method("offline_merge", {"operator": "ties"}).merge_spec("oneshot")["operator_options"] == {}
+    with pytest.raises(ConfigError, match="time_merge': sequential_from 'zero' is not one of base, first"):
+        get_method("time_merge", {"sequential_from": "zero"})
 
 
 class Recorder(Method):

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from toy import MICRO, learnable_set, random_set, state, states_equal
+from toy import MICRO, PAPER_MIXTURE, learnable_set, random_set, state, states_equal
 
 from fomoflux.errors import CheckpointError, ConfigError
 from fomoflux.methods import TaskContext, get_method, load_method_state, save_method_state
 from fomoflux.methods import ewc as ewc_module  # registers "ewc"
 from fomoflux.methods import si as si_module  # registers "si"
 from fomoflux.methods.anchored import pack_state, tracked_parameters, unpack_state, weighted_squared_distance
-from fomoflux.methods.ewc import estimate_fisher, fisher_batches_indices, fisher_seed
+from fomoflux.methods.ewc import estimate_fisher, fisher_batches_indices, fisher_pass_shape, fisher_seed
 from fomoflux.model import create_model, load_state_dict_file
+from fomoflux.preprocess import Normalizer
 from fomoflux.train import TaskUpdateConfig, run_task_update
+from fomoflux.train.mixture import source_batch_sizes
 
 TASK_A = {"pretrain": learnable_set(32, 0), "update": learnable_set(32, 1), "buffer": None}
 TASK_B = {"pretrain": random_set(32, 5, "pool"), "update": random_set(32, 6, "upd"), "buffer": None}
@@ -102,17 +104,79 @@ def test_ewc_penalty_is_quadratic_around_the_anchor_with_closed_form_gradient():
     assert get_method("ewc", {"lam": 0.0}).penalty(model) is None
 
 
-def test_ewc_fisher_batches_and_draws():
-    method = get_method("ewc", {"fisher_samples": 24, "fisher_batch_size": 8})
-    assert [method.fisher_batches(n) for n in (0, 1, 2, 8, 15, 24, 31, 10_000)] == [0, 0, 1, 1, 1, 3, 3, 3]
-    assert get_method("ewc").fisher_batches(1_000_000) == 50_000 // 64
-    batches = fisher_batches_indices(31, 24, 8, torch.Generator().manual_seed(fisher_seed(0, 2)))
+def test_ewc_fisher_pass_is_sized_as_the_references():
+    # continual_lib/ewc.py: ⌈max_fim_samples / task batch size⌉ batches of the update loader, whose batch is the update
+    # share of the training batch: 98 batches of 175 (259 at task 0) at B = 512 and the paper's mixture
+    method = get_method("ewc")
+    assert (method.lam, method.gamma, method.fisher_samples) == (1.0, 1.0, 50_000)  # configs/config.yaml, ewc
+    assert method.fisher_batch_size is None and method.fisher_logit_scale == "raw"
+    later, first = (source_batch_sizes(512, PAPER_MIXTURE, t) for t in (1, 0))
+    assert method.fisher_pass(1_000_000, later) == (98, 175) and method.fisher_pass(1_000_000, first) == (98, 259)
+    assert method.fisher_pass(5_000, later) == (28, 175)  # capped by the full batches the update data holds
+    assert method.fisher_pass(100, later) == (1, 100)  # fewer than one batch: one batch of all (the reference: 0/0)
+    assert method.fisher_pass(1, later) == (0, 0)  # no contrastive batch at all
+    assert get_method("ewc", {"fisher_batch_size": 64}).fisher_pass(1_000_000, later) == (98, 64)
+    assert get_method("ewc", {"fisher_samples": 24}).fisher_pass(31, {"pretrain": 5, "update": 3}) == (3, 3)
+    assert fisher_pass_shape(31, 24, 8, 8) == (3, 8) and fisher_pass_shape(31, 100, 8, 8) == (3, 8)
+    with pytest.raises(ConfigError, match="'ewc'.*update data's share.*1 of 3.*'fisher_batch_size'"):
+        method.fisher_pass(100, {"pretrain": 2, "update": 1})
+
+    batches = fisher_batches_indices(31, 3, 8, torch.Generator().manual_seed(fisher_seed(0, 2)))
     chosen = torch.cat(batches)
     assert [len(b) for b in batches] == [8, 8, 8] and len(set(chosen.tolist())) == 24 and chosen.max() < 31
-    uneven = fisher_batches_indices(23, 50, 8, torch.Generator().manual_seed(0))
-    assert [len(b) for b in uneven] == [12, 11]  # ⌊23/8⌋ = 2 batches: never a lone sample without negatives
-    other = torch.cat(fisher_batches_indices(31, 24, 8, torch.Generator().manual_seed(fisher_seed(0, 3))))
+    other = torch.cat(fisher_batches_indices(31, 3, 8, torch.Generator().manual_seed(fisher_seed(0, 3))))
     assert not torch.equal(chosen, other) and fisher_seed(0, 2) != fisher_seed(1, 2)
+    with pytest.raises(ValueError, match="4 batches of 8"):
+        fisher_batches_indices(31, 4, 8, torch.Generator())
+
+
+def reference_fisher(model, params, samples, tok, batches, scale: str) -> list[torch.Tensor]:
+    """continual_lib/ewc.py's estimate, written out: per batch the symmetric cross-entropy of the cosine similarities
+    times s (s = the logit_scale parameter for "raw", its exp for "exp"), squared gradient, mean over batches."""
+    normalize = Normalizer.for_model(model)
+    fisher = [torch.zeros_like(p) for p in params]
+    model.eval()
+    for batch in batches:
+        images = normalize(samples.eval_images(batch.tolist(), model.visual.image_size[0]))
+        tokens = tok(samples.first_captions(batch.tolist())).long()
+        img = torch.nn.functional.normalize(model.encode_image(images), dim=-1)
+        txt = torch.nn.functional.normalize(model.encode_text(tokens), dim=-1)
+        s = model.logit_scale if scale == "raw" else model.logit_scale.exp()
+        logits = s * img @ txt.T
+        targets = torch.arange(len(batch))
+        loss = (torch.nn.functional.cross_entropy(logits, targets)
+                + torch.nn.functional.cross_entropy(logits.T, targets)) / 2
+        for f, g in zip(fisher, torch.autograd.grad(loss, params)):
+            f += g**2
+    model.train()
+    return [f / len(batches) for f in fisher]
+
+
+@pytest.mark.parametrize("scale", ["raw", "exp"])
+def test_ewc_fisher_is_the_references_estimate(scale):
+    model, tok = create_model(MICRO, seed=0)
+    with torch.no_grad():
+        model.logit_scale.fill_(2.0)  # raw scale 2 vs exp(2) ≈ 7.4: the two readings differ
+    samples = learnable_set(32, 3)
+    counts = {"pretrain": 5, "update": 6, "buffer": 0}  # B = 11, update share b = 6
+    method = get_method("ewc", {"fisher_samples": 24, "fisher_logit_scale": scale})
+    ctx = TaskContext(task_index=4, seed=7, sources={"update": samples}, tokenizer=tok, batch_counts=counts)
+    method.begin_task(model, ctx)
+    method.end_task(model, ctx)
+
+    k, b = method.fisher_pass(len(samples), counts)
+    assert (k, b) == (3, 6)  # min(⌈24 / 11⌉, ⌊32 / 6⌋) batches of the update share
+    batches = torch.randperm(32, generator=torch.Generator().manual_seed(fisher_seed(7, 4)))[: k * b].view(k, b)
+    named = tracked_parameters(method, model)
+    expected = reference_fisher(model, [p for _, p in named], samples, tok, batches, scale)
+    for (name, _), f in zip(named, expected):
+        # float32 summation order: relative to each tensor's largest entry
+        torch.testing.assert_close(method.importance[name], f, rtol=1e-4, atol=1e-6 * f.abs().max().item(), msg=name)
+    assert method.importance["logit_scale"].item() > 0
+    # the other reading of the logit scale gives another Fisher: the test tells them apart
+    other = reference_fisher(model, [p for _, p in named], samples, tok, batches, "exp" if scale == "raw" else "raw")
+    conv = [n for n, _ in named].index("visual.conv1.weight")
+    assert not torch.allclose(method.importance["visual.conv1.weight"], other[conv], rtol=1e-2)
 
 
 def test_ewc_fisher_accumulates_and_anchors_on_the_latest_weights():
@@ -123,7 +187,8 @@ def test_ewc_fisher_accumulates_and_anchors_on_the_latest_weights():
     forwards = []
     model.register_forward_hook(lambda *_: forwards.append(1))
     run_task_update(model, tok, method, TASK_A, cfg(task_index=0))
-    assert len(forwards) == 5 + method.fisher_batches(len(TASK_A["update"]))  # 5 steps + 3 Fisher batches
+    assert method.fisher_pass(32, source_batch_sizes(16, PAPER_MIXTURE, 0)) == (2, 8)  # min(⌈24/16⌉, ⌊32/8⌋)
+    assert len(forwards) == 5 + 2  # 5 steps + 2 Fisher batches
     assert all(p.grad is None and p.requires_grad for p in model.parameters())
     after_1 = state(model)
 
@@ -134,7 +199,8 @@ def test_ewc_fisher_accumulates_and_anchors_on_the_latest_weights():
     named = tracked_parameters(method, model)
     assert [n for n, _ in named] == [n for n, _ in model.named_parameters()]
     params = [p for _, p in named]
-    fisher_1 = estimate_fisher(model, params, TASK_A["update"], tok, max_samples=24, batch_size=8, seed=0, task_index=0)
+    sizes = {"max_samples": 24, "train_batch_size": 16, "pass_batch_size": 8, "seed": 0}
+    fisher_1 = estimate_fisher(model, params, TASK_A["update"], tok, **sizes, task_index=0)
     for (name, _), f in zip(named, fisher_1):
         assert torch.equal(method.importance[name], f), name
         assert torch.equal(method.anchor[name], after_1[name]), name
@@ -145,7 +211,7 @@ def test_ewc_fisher_accumulates_and_anchors_on_the_latest_weights():
     assert sorted(method_state) == sorted([f"fisher.{n}" for n, _ in named] + [f"anchor.{n}" for n, _ in named])
     run_task_update(model, tok, method, TASK_B, cfg(task_index=1))
     after_2 = state(model)
-    fisher_2 = estimate_fisher(model, params, TASK_B["update"], tok, max_samples=24, batch_size=8, seed=0, task_index=1)
+    fisher_2 = estimate_fisher(model, params, TASK_B["update"], tok, **sizes, task_index=1)
     for (name, _), f1, f2 in zip(named, fisher_1, fisher_2):
         torch.testing.assert_close(method.importance[name], gamma * f1 + f2, rtol=1e-5, atol=1e-12, msg=name)
         assert torch.equal(method.anchor[name], after_2[name]), name
@@ -167,9 +233,12 @@ class Quadratic(torch.nn.Module):
         return 0.5 * (a * (self.theta - target) ** 2).sum()
 
 
-def run_sgd_task(method, model: Quadratic, a, target, lr: float, steps: int, task_index: int) -> list[int]:
-    """The loop's hook order with plain SGD; returns the bytes the method held after each step."""
-    method.begin_task(model, TaskContext(task_index=task_index))
+def run_sgd_task(method, model: Quadratic, a, target, lr, steps: int, task_index: int, sign: bool = False) -> list[int]:
+    """The loop's hook order with plain SGD at lr ``lr`` (a number, or step -> lr), or with sign descent θ −= lr·sign(g)
+    (a stand-in for Adam's normalised steps); returns the bytes the method held after each step."""
+    lr_at = lr if callable(lr) else (lambda step: lr)
+    ctx = TaskContext(task_index=task_index, lr_at=lr_at)
+    method.begin_task(model, ctx)
     params = method.trainable_parameters(model)
     held = []
     for step in range(steps):
@@ -182,20 +251,22 @@ def run_sgd_task(method, model: Quadratic, a, target, lr: float, steps: int, tas
         loss.backward()
         with torch.no_grad():
             for p in params:
-                p -= lr * p.grad
+                p -= lr_at(step) * (p.grad.sign() if sign else p.grad)
         method.after_step(model, step)
         held.append(method.held_bytes())
-    method.end_task(model, TaskContext(task_index=task_index))
+    method.end_task(model, ctx)
     return held
 
 
-def test_si_on_a_quadratic_matches_the_closed_form():
+@pytest.mark.parametrize("path_integral", ["lr_grad_squared", "grad_times_step"])
+def test_si_on_a_quadratic_matches_the_closed_form(path_integral):
+    # under plain SGD the reference's lr·g² and the exact −g·Δθ coincide: both give this closed form
     a = torch.tensor([1.0, 4.0], dtype=torch.float64)
     target = torch.tensor([3.0, 0.5], dtype=torch.float64)
     lr, steps, xi, c = 0.1, 6, 1e-2, 0.7
     model = Quadratic()
     theta0 = model.theta.detach().clone()
-    method = get_method("si", {"c": c, "xi": xi})
+    method = get_method("si", {"c": c, "xi": xi, "path_integral": path_integral})
     assert method.penalty(model) is None and method.state_dict() == {}
     run_sgd_task(method, model, a, target, lr, steps, 0)
 
@@ -209,14 +280,14 @@ def test_si_on_a_quadratic_matches_the_closed_form():
     assert torch.equal(method.anchor["theta"], model.theta.detach())
     assert method.path is None and method.previous is None  # ω and the previous values are freed between tasks
 
-    # task 2 (penalised): an independent float recurrence of the same hook semantics
+    # task 2 (penalised): an independent float recurrence of the same hook semantics; g includes the penalty's gradient
     target2 = torch.tensor([-1.0, 2.0], dtype=torch.float64)
     held = run_sgd_task(method, model, a, target2, lr, steps, 1)
     theta, omega2 = theta_end.clone(), torch.zeros(2, dtype=torch.float64)
     for _ in range(steps):
         grad = a * (theta - target2) + 2 * c * big_omega * (theta - theta_end)
         new = theta - lr * grad
-        omega2 -= grad * (new - theta)
+        omega2 += lr * grad**2 if path_integral == "lr_grad_squared" else -grad * (new - theta)
         theta = new
     torch.testing.assert_close(model.theta.detach(), theta, rtol=1e-12, atol=0)
     expected = big_omega + omega2 / ((theta - theta_end) ** 2 + xi)
@@ -224,9 +295,74 @@ def test_si_on_a_quadratic_matches_the_closed_form():
     assert torch.equal(method.anchor["theta"], model.theta.detach())  # θ* is the weights after task 2
     penalty = method.penalty(model)
     assert penalty is not None and penalty.item() == 0.0  # at its new anchor
-    # during a penalised task SI holds Ω, θ*, ω and the previous values: what extra_memory_bytes declares
-    assert held == [method.extra_memory_bytes([model.theta])] * steps == [4 * 2 * 8] * steps
+    # during a penalised task SI holds Ω, θ*, ω (and the previous values): what extra_memory_bytes declares
+    copies = 4 if path_integral == "grad_times_step" else 3
+    assert held == [method.extra_memory_bytes([model.theta])] * steps == [copies * 2 * 8] * steps
     assert method.held_bytes() == 2 * 2 * 8
+
+
+def test_si_path_integrals_under_non_sgd_steps_and_a_schedule():
+    # continual_lib/si.py adds lr · g² per step, g the (penalised, clipped) gradient of the step and lr the step's.
+    # Under sign descent θ −= η_n·sign(g) the exact path integral −g·Δθ is Σ η_n |g| instead: the options differ.
+    a = torch.tensor([1.0, 4.0], dtype=torch.float64)
+    target, target2 = (torch.tensor(v, dtype=torch.float64) for v in ([3.0, 0.5], [-1.0, 2.0]))
+    xi, c, steps = 0.5, 0.3, 5
+    schedule = [0.2, 0.15, 0.1, 0.05, 0.025]
+    results = {}
+    for path_integral in ("lr_grad_squared", "grad_times_step"):
+        model = Quadratic()
+        method = get_method("si", {"c": c, "xi": xi, "path_integral": path_integral})
+        run_sgd_task(method, model, a, target, schedule.__getitem__, steps, 0, sign=True)
+        run_sgd_task(method, model, a, target2, schedule.__getitem__, steps, 1, sign=True)
+        results[path_integral] = (model.theta.detach().clone(), method.importance["theta"].clone())
+
+    def by_hand(reference: bool):
+        theta, big_omega, anchor = torch.tensor([1.0, -2.0], dtype=torch.float64), None, None
+        for goal in (target, target2):
+            start, omega = theta.clone(), torch.zeros(2, dtype=torch.float64)
+            for lr in schedule:
+                grad = a * (theta - goal)
+                if big_omega is not None:
+                    grad = grad + 2 * c * big_omega * (theta - anchor)
+                new = theta - lr * grad.sign()
+                omega += lr * grad**2 if reference else -grad * (new - theta)
+                theta = new
+            increment = omega / ((theta - start) ** 2 + xi)
+            big_omega = increment if big_omega is None else big_omega + increment
+            anchor = theta.clone()
+        return theta, big_omega
+
+    for path_integral, reference in (("lr_grad_squared", True), ("grad_times_step", False)):
+        theta, big_omega = by_hand(reference)
+        torch.testing.assert_close(results[path_integral][0], theta, rtol=1e-12, atol=0)
+        torch.testing.assert_close(results[path_integral][1], big_omega, rtol=1e-10, atol=0)
+    assert not torch.allclose(results["lr_grad_squared"][1], results["grad_times_step"][1])
+
+
+def test_si_reads_the_lr_of_each_step_from_the_loop():
+    class Probe(si_module.SI):
+        """Adds up lr · g² itself from the gradients it sees, with the lr the loop logs for the step."""
+
+        def after_step(self, model, step):
+            self.seen.append([p.grad.detach().clone() for p in self._params])
+            super().after_step(model, step)
+
+    model, tok = create_model(MICRO, seed=0)
+    method = Probe()
+    method.seen = []
+    names = [n for n, _ in model.named_parameters()]
+    start = state(model)
+    log = run_task_update(model, tok, method, TASK_A, cfg(task_index=0, log_every=1, warmup_fraction=0.4))
+    lrs = log["lr"].to_list()
+    assert len(set(lrs)) == 5  # warmup then cosine: a different lr every step
+    for i, name in enumerate(names):
+        omega = sum(lr * grads[i] ** 2 for lr, grads in zip(lrs, method.seen))
+        expected = omega / ((model.state_dict()[name] - start[name]) ** 2 + 1.0)
+        torch.testing.assert_close(method.importance[name], expected, rtol=1e-5, atol=1e-20, msg=name)
+    with pytest.raises(ConfigError, match="'si'.*each step's lr.*lr_at"):
+        fresh, toy = get_method("si"), Quadratic()
+        fresh.begin_task(toy, TaskContext(task_index=0))
+        fresh.after_step(toy, 0)
 
 
 # -- both through the real loop ------------------------------------------------------------------------------------
@@ -240,7 +376,10 @@ class ProbedSI(si_module.SI):
 
 @pytest.mark.parametrize("name, key, strength", [("ewc", "lam", 1e4), ("si", "c", 1e4)])
 def test_penalty_restrains_task_two_and_state_round_trips(tmp_path, name, key, strength):
-    base = {"fisher_samples": 16, "fisher_batch_size": 8} if name == "ewc" else {}
+    # SI with the exact path integral and a small ξ: under AdamW the reference's lr·g² with ξ = 1 gives Ω ~ 1e-9 on
+    # this toy, a penalty too weak to restrain anything even at c = 1e4
+    base = {"fisher_samples": 16, "fisher_batch_size": 8} if name == "ewc" else {"path_integral": "grad_times_step",
+                                                                                 "xi": 1e-3}
     model, tok = create_model(MICRO, seed=0)
     first = (ProbedSI if name == "si" else ewc_module.EWC)(**base, **{key: strength})
     run_task_update(model, tok, first, TASK_A, cfg(task_index=0))
@@ -305,6 +444,9 @@ def test_bad_options_name_method_option_and_value():
         ("ewc", {"fisher_samples": 0}, "'ewc'.*'fisher_samples'.*0"),
         ("ewc", {"fisher_samples": 10.0}, "'ewc'.*'fisher_samples'.*10.0"),
         ("ewc", {"fisher_batch_size": 1}, "'ewc'.*'fisher_batch_size'.*1"),
+        ("ewc", {"fisher_batch_size": 8.0}, "'ewc'.*'fisher_batch_size'.*8.0"),
+        ("ewc", {"fisher_logit_scale": "learned"}, "'ewc'.*'fisher_logit_scale'.*raw, exp.*'learned'"),
+        ("si", {"path_integral": "exact"}, "'si'.*'path_integral'.*lr_grad_squared, grad_times_step.*'exact'"),
         ("ewc", {"lambda": 1.0}, "'ewc'.*'lambda'"),
         ("si", {"c": -0.5}, "'si'.*'c'.*-0.5"),
         ("si", {"xi": 0.0}, "'si'.*'xi'.*0.0"),
@@ -314,7 +456,8 @@ def test_bad_options_name_method_option_and_value():
         with pytest.raises(ConfigError, match=message):
             get_method(name, options)
     assert get_method("ewc", {"lam": 2}).lam == 2.0
-    assert get_method("si").config() == {"name": "si", "c": 1.0, "xi": 1e-3}
+    # configs/config.yaml of the reference, si: c 0.5, xi 1.0; continual_lib/si.py accumulates lr · g²
+    assert get_method("si").config() == {"name": "si", "c": 0.5, "xi": 1.0, "path_integral": "lr_grad_squared"}
 
 
 @pytest.mark.parametrize("name", ["ewc", "si"])
@@ -323,11 +466,12 @@ def test_compute_budget_profile(name):
 
     finetune = profile_step(MICRO, "finetune", batch_size=8)
     profile = profile_step(MICRO, name, {"fisher_samples": 100} if name == "ewc" else {}, batch_size=8)
-    copies = 2 if name == "ewc" else 4
+    copies = 2 if name == "ewc" else 3
     assert profile.peak_memory_bytes - finetune.peak_memory_bytes == copies * profile.trainable_params * 4
     if name == "ewc":
-        batches = get_method("ewc", {"fisher_samples": 100}).fisher_batches(100)
-        pass_flops = profile_step(MICRO, "finetune", batch_size=64).flops_per_step
-        assert batches == 1 and profile.extra_pass_flops == batches * pass_flops
+        # priced at the paper's mixture: 3 update samples of 8 per batch, min(⌈100/8⌉, ⌊100/3⌋) = 13 batches
+        shape = get_method("ewc", {"fisher_samples": 100}).fisher_pass(100, source_batch_sizes(8, PAPER_MIXTURE, 1))
+        pass_flops = profile_step(MICRO, "finetune", batch_size=3).flops_per_step
+        assert shape == (13, 3) and profile.extra_pass_flops == 13 * pass_flops
     else:
         assert profile.extra_pass_flops == 0

@@ -156,8 +156,8 @@ def test_task_folder_loads_in_one_line_with_open_clip_local_dir(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     # The same numbers as the pipeline's own model with those weights (the preprocessing is open_clip's).
-    from PIL import Image
     import open_clip
+    from PIL import Image
 
     ours, _ = create_model(MICRO, checkpoint=base / "base.safetensors")
     ours.eval()

@@ -131,7 +131,9 @@ def test_dataset_incremental_leaves_out_unstreamed_and_rejects_duplicates():
 
 
 def test_time_incremental_groups_years_and_interleaves_same_year_datasets():
-    specs = [_spec("A", 20, 2012), _spec("B", 20, 2010), _spec("C", 20, 2012), _spec("D", 20, 2010), _spec("E", 5, 2011)]
+    specs = [
+        _spec("A", 20, 2012), _spec("B", 20, 2010), _spec("C", 20, 2012), _spec("D", 20, 2010), _spec("E", 5, 2011)
+    ]
     stream = time_incremental(specs, seed=0)
     assert sorted(stream) == sorted(e for s in specs for e in s.entries())
     year_of = {s.name: s.year for s in specs}
@@ -531,7 +533,8 @@ def _labelled_set(labels: list[int], seed: int, name: str = "TOY") -> SampleSet:
     gen = torch.Generator().manual_seed(seed)
     n = len(labels)
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)
-    return SampleSet(images, [(f"image {i}",) for i in range(n)], torch.tensor(labels), [f"{name}/test/{i}" for i in range(n)])
+    keys = [f"{name}/test/{i}" for i in range(n)]
+    return SampleSet(images, [(f"image {i}",) for i in range(n)], torch.tensor(labels), keys)
 
 
 def test_per_class_accuracy_matches_a_direct_computation(micro):

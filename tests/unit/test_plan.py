@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from fomoflux.errors import ConfigError
-from fomoflux.plan import build_plan, expand_grids
+from fomoflux.pipeline.plan import build_plan, expand_grids
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -174,3 +174,66 @@ def test_operational_training_keys_never_enter_a_task_spec(config):
     config["training"]["augmentation"] = {"kind": "none"}
     other = build_plan(config, check_against_model=False)
     assert other.runs["finetune"].task_spec(other.streams["random"], 2)["training"]["augmentation"] == {"kind": "none"}
+
+
+# ---- optimizer and budget settings -----------------------------------------------------------------------------
+
+
+def test_optimizer_settings_are_resolved_into_the_task_spec(config):
+    plan = build_plan(config, check_against_model=False)
+    reference = {"convention": "reference", "betas": [0.9, 0.999], "eps": 1e-8}
+    assert plan.runs["finetune"].training["optimizer"] == reference
+    base = plan.runs["finetune"].task_spec(plan.streams["random"], 2)
+    assert base["training"]["optimizer"] == reference
+    # Spelling out the convention's own values is the same setting; another convention is another task update.
+    config["runs"]["finetune"]["training"] = {"optimizer": {"betas": [0.9, 0.999], "eps": 1e-8}}
+    same = build_plan(config, check_against_model=False)
+    assert same.runs["finetune"].task_spec(same.streams["random"], 2) == base
+    config["runs"]["finetune"]["training"] = {"optimizer": {"convention": "open_clip"}}
+    other = build_plan(config, check_against_model=False)
+    open_clip = {"convention": "open_clip", "betas": [0.9, 0.98], "eps": 1e-6}
+    assert other.runs["finetune"].training["optimizer"] == open_clip
+    assert other.runs["finetune"].task_spec(other.streams["random"], 2) != base
+    assert other.runs["lora"].training["optimizer"] == reference
+    config["runs"]["finetune"]["training"] = {"optimizer": {"convention": "adam"}}
+    with pytest.raises(ConfigError, match=r"runs\.finetune\.training\.optimizer\.convention: 'adam'"):
+        build_plan(config, check_against_model=False)
+
+
+def test_budget_table_gives_steps_as_configured(config):
+    config["training"]["budget"] = "table"
+    config["budget"] = {"table": {"finetune": 30, "lora": 41, "bitfit": 90, "ewc": 2, "ema_merge": 30}}
+    with pytest.raises(ConfigError, match=r"runs\.offline_merge\.training\.budget: 'table'.*no entry 'offline_merge'"):
+        build_plan(config, check_against_model=False)
+    config["budget"]["table"].update(offline_merge=30, unused_run=7)  # entries of other runs are unused
+    plan = build_plan(config, check_against_model=False)
+    assert plan.budget_settings("lora") == {"steps": 30, "budget": "table", "batch_size": 128, "table_steps": 41}
+    assert plan.profiles == {}  # nothing to profile: the steps are given (and zeroshot, never trained, needs no entry)
+    config["runs"]["lora"]["training"] = {"budget": "maf"}
+    mixed = build_plan(config, check_against_model=False)
+    assert mixed.budget_settings("lora") == {"steps": 30, "budget": "maf", "batch_size": 128}
+    assert set(mixed.profiles) == {mixed.runs["lora"].profile_key(), mixed.reference_profile_key("lora")}
+    config["budget"]["table"]["ewc"] = 0
+    with pytest.raises(ConfigError, match=r"budget\.table\.ewc: steps per task must be an integer >= 1"):
+        build_plan(config, check_against_model=False)
+
+
+def test_paper_preset_budget_table_is_the_papers_table(monkeypatch):
+    """config/fomo_in_flux.yaml's budget.table and benchmarks/budget_table.py's PAPER are two transcriptions of the
+    paper's Tab. 4 (T = 20): they must agree; table mode gives each preset run exactly its entry."""
+    import importlib.util
+
+    monkeypatch.chdir(ROOT)
+    spec = importlib.util.spec_from_file_location("budget_table", ROOT / "benchmarks" / "budget_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    paper = {label.replace(" ", "_"): steps for label, steps in module.PAPER.items()}
+    config = fif_config()
+    table = config["budget"]["table"]
+    assert table == {name: paper[name] for name in table}
+    assert config["training"]["optimizer"] == {"convention": "reference"} and config["training"]["budget"] == "maf"
+    config["training"]["budget"] = "table"
+    plan = build_plan(config, check_against_model=False)
+    trained = [name for name, run in plan.runs.items() if run.updates_weights]
+    assert len(trained) == 12 and all(plan.budget_settings(n)["table_steps"] == table[n] for n in trained)
+    assert plan.budget_settings("ewc")["table_steps"] == 14 and plan.budget_settings("bitfit")["table_steps"] == 3179

@@ -8,14 +8,24 @@ import polars as pl
 import pytest
 
 from fomoflux.metrics import matrix_from_evals, summarize
-from fomoflux.plots import X_LABEL, Y_LABEL, plot_budgets, plot_heatmap, plot_schedules, plot_trajectories
+from fomoflux.plots import (
+    FULL_TEST_SETS_TITLE,
+    X_LABEL,
+    Y_LABEL,
+    plot_budgets,
+    plot_full_test_sets,
+    plot_heatmap,
+    plot_schedules,
+    plot_trajectories,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _matrix(run: str, n_tasks: int, n_adapt: int = 4, n_eval: int = 3, slope: float = 0.05) -> pl.DataFrame:
+def _matrix(run: str, n_tasks: int, n_adapt: int = 4, n_eval: int = 3, slope: float = 0.05,
+            tasks: list[int] | None = None, subset: bool = True) -> pl.DataFrame:
     evals = {}
-    for t in range(n_tasks + 1):
+    for t in range(n_tasks + 1) if tasks is None else tasks:
         rows = [
             dict(dataset=f"adapt{d}", role="adaptation", kind="classification", metric="top1",
                  value=min(1.0, 0.2 + slope * t + 0.01 * d), n=50, primary=True)
@@ -26,10 +36,11 @@ def _matrix(run: str, n_tasks: int, n_adapt: int = 4, n_eval: int = 3, slope: fl
                  value=max(0.0, 0.6 - slope / 2 * t - 0.01 * d), n=50, primary=True)
             for d in range(n_eval)
         ]
-        rows.append(dict(dataset="coco", role="evaluation", kind="retrieval", metric="R@1", value=0.1, n=20, primary=False))
-        rows.append(dict(dataset="coco", role="evaluation", kind="retrieval", metric="R@5", value=0.3, n=20, primary=True))
+        coco = dict(dataset="coco", role="evaluation", kind="retrieval")
+        rows.append(dict(coco, metric="R@1", value=0.1, n=20, primary=False))
+        rows.append(dict(coco, metric="R@5", value=0.3, n=20, primary=True))
         evals[t] = pl.DataFrame(rows)
-    return matrix_from_evals(run, evals, {t: t < n_tasks for t in evals})
+    return matrix_from_evals(run, evals, subset=subset)
 
 
 def _check_files(png, pdf):
@@ -78,6 +89,29 @@ def test_trajectories_many_runs_and_no_task0(tmp_path):
     summary = summarize(matrix).filter(~((pl.col("run") == "run3") & (pl.col("task") == 0)))
     plot_trajectories(summary, tmp_path / "t.png", tmp_path / "t.pdf")
     _check_files(tmp_path / "t.png", tmp_path / "t.pdf")
+
+
+def test_full_test_sets_figure_and_no_mixed_trajectory(tmp_path):
+    # Full test sets: the base model (task 0) and the last task only, one straight line per run.
+    full = summarize(pl.concat([_matrix("finetune", 3, slope=0.08, tasks=[0, 3], subset=False),
+                                _matrix("lora", 3, slope=0.02, tasks=[0, 3], subset=False)]))
+    fig = plot_full_test_sets(full, tmp_path / "f.png", tmp_path / "f.pdf")
+    _check_files(tmp_path / "f.png", tmp_path / "f.pdf")
+    ax = fig.axes[0]
+    assert ax.get_title() == FULL_TEST_SETS_TITLE
+    line = next(ln for ln in ax.lines if ln.get_label() == "finetune")
+    expected = full.filter(pl.col("run") == "finetune").sort("task")
+    assert list(line.get_xdata()) == pytest.approx((100 * expected["A_KA"]).to_list()) and len(line.get_xdata()) == 2
+
+    trajectory = summarize(_matrix("finetune", 3, slope=0.08))
+    with pytest.raises(ValueError, match="fixed-subset rows"):
+        plot_full_test_sets(trajectory, tmp_path / "x.png", tmp_path / "x.pdf")
+    # a trajectory whose last point is the full-test-set one: different sample sets in one line
+    mixed = pl.concat([trajectory.filter(pl.col("task") < 3), full.filter((pl.col("run") == "finetune")
+                                                                          & (pl.col("task") == 3))])
+    with pytest.raises(ValueError, match=r"runs \['finetune'\] mix fixed-subset and full-test-set points"):
+        plot_trajectories(mixed, tmp_path / "x.png", tmp_path / "x.pdf")
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_trajectories_empty_summary_is_a_clear_error(tmp_path):
@@ -305,6 +339,6 @@ def test_budgets_errors(tmp_path):
         plot_budgets(BUDGETS.with_columns(pl.lit(0).alias("steps")), png, pdf)
     with pytest.raises(ValueError, match="flops_ratio must be finite and > 0"):
         plot_budgets(BUDGETS.with_columns(pl.lit(float("nan")).alias("flops_ratio")), png, pdf)
-    with pytest.raises(ValueError, match=r"mode must be one of maf, flops, fixed, got \['memory'\]"):
+    with pytest.raises(ValueError, match=r"mode must be one of maf, flops, fixed, table, got \['memory'\]"):
         plot_budgets(BUDGETS.with_columns(pl.lit("memory").alias("mode")), png, pdf)
     assert not list(tmp_path.iterdir())

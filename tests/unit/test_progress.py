@@ -79,7 +79,8 @@ def test_byte_counts_and_messages():
     assert "download CIFAR100.tar: 4.0 MiB of 4.0 GiB (0%)" in first and "1.5 MiB/s" in first
     assert re.fullmatch(STAMP + r" download CIFAR100\.tar: connection lost; retry 1/3 in 1\.0s", second)
     assert format_count(512, "B") == "512 B" and format_count(3 * 1024**4, "B") == "3.0 TiB"
-    assert format_fields({"loss": 0.5, "lr": 2e-6, "n": 3, "big": 123456.0}) == "loss=0.5000 lr=2.00e-06 n=3 big=1.23e+05"
+    fields = {"loss": 0.5, "lr": 2e-6, "n": 3, "big": 123456.0}
+    assert format_fields(fields) == "loss=0.5000 lr=2.00e-06 n=3 big=1.23e+05"
 
 
 def test_terminal_gets_tqdm_and_a_file_gets_lines(tmp_path):

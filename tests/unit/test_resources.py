@@ -1,4 +1,4 @@
-"""Cluster resource requests (fomoflux.resources) and the SLURM log reader (fomoflux.slurm)."""
+"""Cluster resource requests (fomoflux.pipeline.resources) and the SLURM log reader (fomoflux.pipeline.slurm)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import polars as pl
 import pytest
 
 from fomoflux.errors import ConfigError
-from fomoflux.resources import (
-    PARAM_COPIES,
+from fomoflux.pipeline.resources import (
     EMBEDDING_BYTES,
     LOADER_WORKER_MB,
+    PARAM_COPIES,
     ROW_BYTES,
     ResourceSettings,
     cpus_per_gpu,
@@ -19,7 +19,7 @@ from fomoflux.resources import (
     runtime_minutes,
     task_memory_mb,
 )
-from fomoflux.slurm import failure_report, scheduled_jobs, slurm_reason, submitted_jobs
+from fomoflux.pipeline.slurm import failure_report, scheduled_jobs, slurm_reason, submitted_jobs
 
 MB = 2**20
 
@@ -124,7 +124,7 @@ Error in rule train_task:
     message: SLURM-job '41' failed, SLURM status is: 'FAILED'. Reasons: exit code 0:9.For further error details see the cluster/cloud log and the log files of the involved rule(s).
 Error in rule evaluate_base:
     message: SLURM-job '42' failed, SLURM status is: 'TIMEOUT'. Reasons: Unknown.
-"""
+"""  # noqa: E501 (the executor's message, verbatim)
 
 MEMORY_KILL = """\
 Building DAG of jobs...
@@ -134,7 +134,10 @@ slurmstepd-vm: error: *** JOB 41 ON vm CANCELLED AT 2026-11-23T18:53:01 ***
 slurmstepd-vm: error: Exceeded job memory limit
 """
 
-TIME_LIMIT = "srun: error: vm: task 0: Terminated\nslurmstepd-vm: error: *** JOB 42 ON vm CANCELLED AT 2026-11-23T19:02:00 DUE TO TIME LIMIT ***\n"
+TIME_LIMIT = (
+    "srun: error: vm: task 0: Terminated\n"
+    "slurmstepd-vm: error: *** JOB 42 ON vm CANCELLED AT 2026-11-23T19:02:00 DUE TO TIME LIMIT ***\n"
+)
 
 
 def test_submitted_jobs_map_slurm_ids_to_rules_and_wildcards(tmp_path):

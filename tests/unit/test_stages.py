@@ -2,7 +2,7 @@
 
 
 def test_pool_replay_sample_is_seeded_per_task_and_bounded():
-    from fomoflux.stages import replay_sample
+    from fomoflux.pipeline.task_data import replay_sample
 
     one = replay_sample(1000, 50, seed=0, task=3)
     assert one == replay_sample(1000, 50, seed=0, task=3) and len(set(one)) == 50 and one == sorted(one)

@@ -23,8 +23,14 @@ def _summary() -> pl.DataFrame:
         for task in (2, 0, 1):  # out of order: the last task is the largest number, not the last row
             a_ka, a_zs = (0.10, 0.50) if task == 0 else (ka - 0.05 * (2 - task), zs + 0.01 * (2 - task))
             rows.append({"run": run, "task": task, "A_KA": a_ka, "A_ZS": a_zs, "GM": (a_ka * a_zs) ** 0.5,
-                         "n_adaptation": 3, "n_evaluation": 2, "subset": False})
+                         "n_adaptation": 3, "n_evaluation": 2, "subset": True})
     return pl.DataFrame(rows, schema=SUMMARY_SCHEMA)
+
+
+def _full_summary() -> pl.DataFrame:
+    """Full test sets: the base model (task 0) and the last task (2) only, scored a little apart from the subset."""
+    return (_summary().filter(pl.col("task") != 1)
+            .with_columns((pl.col("A_KA") + 0.02).alias("A_KA"), pl.lit(False).alias("subset")))
 
 
 class _Cells(html.parser.HTMLParser):
@@ -93,6 +99,24 @@ def test_csv_and_html_tables(tmp_path):
     assert [(row[0], row[1]) for row in per_task[1:]] == [(r, str(t)) for r in RUNS for t in (0, 1, 2)]
     assert '<tr class="reference"><td>zeroshot</td>' in text
     assert sorted(p.name for p in csv.parent.iterdir()) == ["final_scores.csv", "final_scores.html"]  # no temp files
+
+
+def test_full_test_set_tables_stand_apart(tmp_path):
+    csv, page = tmp_path / "full_test_sets.csv", tmp_path / "full_test_sets.html"
+    final = write_score_tables(_full_summary(), RUNS, csv, page, full=True)
+    assert final["task"].to_list() == [2, 2, 2]
+    assert pl.read_csv(csv)["A_KA"].to_list() == pytest.approx([0.32, 0.27, 0.12])  # the full sets' scores
+    text = page.read_text()
+    assert "<title>Full test sets</title>" in text and "Scored on the full test sets" in text
+    cells = _Cells()
+    cells.feed(text)
+    assert [(row[0], row[1]) for row in cells.tables[1][1:]] == [(r, str(t)) for r in RUNS for t in (0, 2)]
+    # a table of one kind takes no rows of the other
+    with pytest.raises(ValueError, match=r"runs \['finetune', 'lora', 'zeroshot'\] have fixed-subset rows"):
+        write_score_tables(_summary(), RUNS, tmp_path / "x.csv", tmp_path / "x.html", full=True)
+    with pytest.raises(ValueError, match="have full-test-set rows; this table holds fixed-subset scores only"):
+        write_score_tables(_full_summary(), RUNS, tmp_path / "x.csv", tmp_path / "x.html")
+    assert not (tmp_path / "x.csv").exists()
 
 
 def test_missing_scores_show_as_a_dash(tmp_path):

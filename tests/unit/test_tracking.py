@@ -17,7 +17,7 @@ from fomoflux.errors import ConfigError
 from fomoflux.methods import get_method
 from fomoflux.metrics import read_results_db, summarize, write_results_db
 from fomoflux.model import create_model
-from fomoflux.plan import build_plan
+from fomoflux.pipeline.plan import build_plan
 from fomoflux.tracking import (
     TrackingTarget,
     check_tracking_packages,
@@ -111,7 +111,7 @@ def _matrix(run: str, tasks: int) -> pl.DataFrame:
         for dataset, role in (("shapes", "adaptation"), ("digits", "evaluation")):
             rows.append({"run": run, "task": task, "dataset": dataset, "role": role, "kind": "classification",
                          "metric": "top1", "value": 0.1 * task + (0.5 if role == "evaluation" else 0.0), "n": 10,
-                         "primary": True, "subset": False})
+                         "primary": True, "subset": True})
     return pl.DataFrame(rows)
 
 
@@ -177,7 +177,8 @@ def test_runs_table_selects_grid_runs_by_setting(plan, tmp_path):
         assert grid == [("lr-finetune-lr0.001", "finetune", 1e-3, 30), ("lr-lora-lr0.001", "lora", 1e-3, 45)]
         ranked = con.execute("SELECT run FROM runs WHERE json_extract(method_options, '$.rank')::INT = 4").fetchall()
         assert ranked == [("lora",)]
-        assert con.execute("SELECT schedule, budget, seed FROM runs WHERE run = 'ewc'").fetchone() == ("cosine", "maf", 0)
+        ewc = con.execute("SELECT schedule, budget, seed FROM runs WHERE run = 'ewc'").fetchone()
+        assert ewc == ("cosine", "maf", 0)
         assert con.execute(
             "SELECT json_extract(training, '$.mixture.update')::DOUBLE FROM runs WHERE run = 'finetune'"
         ).fetchone()[0] == pytest.approx(0.34)

@@ -120,7 +120,8 @@ def _crash_after(method, crash_step: int, action):
     return method
 
 
-@pytest.mark.parametrize("method_name, options", [("finetune", {}), ("si", {"c": 0.5}), ("lora", {"rank": 2})])
+@pytest.mark.parametrize("method_name, options", [("finetune", {}), ("si", {"c": 0.5}),
+                                                  ("si", {"path_integral": "grad_times_step"}), ("lora", {"rank": 2})])
 def test_mid_task_resume_is_bit_identical(tmp_path, method_name, options):
     sources = _sources()
 

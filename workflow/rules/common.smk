@@ -9,13 +9,12 @@ import os
 
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from fomoflux import resources as job_resources
-from fomoflux import versions
+from fomoflux.pipeline import resources as job_resources
+from fomoflux.pipeline import versions
 from fomoflux.config_schema import validate_config
 from fomoflux.errors import FomofluxError
-from fomoflux.plan import build_plan
+from fomoflux.pipeline.plan import PROFILED_BUDGET_MODES, build_plan
 from fomoflux.tracking import run_settings
-
 
 try:
     # Defaults filled, and a violation is one line naming the key path and what is allowed there (Snakemake's
@@ -24,7 +23,9 @@ try:
     PLAN = build_plan(config)
     CLUSTER = job_resources.ResourceSettings.from_config(config.get("cluster"))
 except FomofluxError as err:
-    _sources = [os.path.relpath(f) for f in workflow.configfiles] + (["--config"] if workflow.config_settings.config else [])
+    _sources = [os.path.relpath(f) for f in workflow.configfiles] + (
+        ["--config"] if workflow.config_settings.config else []
+    )
     raise WorkflowError(f"invalid configuration ({' + '.join(_sources) or 'no config file'}): {err}") from None
 
 if PLAN.missing:
@@ -39,7 +40,7 @@ if PLAN.missing:
 onerror:
     # Through SLURM, a killed job's reason (memory or time limit, cancellation, preemption) is only in its SLURM
     # log; say it where the user looks, at the end of Snakemake's output.
-    from fomoflux.slurm import failure_report
+    from fomoflux.pipeline.slurm import failure_report
 
     # Snakemake 9 passes its log files as a list (older versions: one path).
     logs = [log] if isinstance(log, (str, Path)) else list(log or [])
@@ -80,22 +81,30 @@ ORDERING = f"{RESULTS}/streams/{{stream}}/ordering.json"
 TASKS = f"{RESULTS}/streams/{{stream}}/tasks.json"
 BASE_CHECKPOINT = f"{DATA_ROOT}/models/{{model}}/base.safetensors"
 BASE_LOG = f"{DATA_ROOT}/models/{{model}}/pretrain_log.parquet"
+# Evaluations: every trajectory point (the base model, task 0, and every task) on the same fixed subset of each
+# dataset; the full test sets for the base model and each run's last task, reported apart (never in a trajectory).
 BASE_EVAL = f"{DATA_ROOT}/models/{{model}}/eval.parquet"
+BASE_EVAL_FULL = f"{DATA_ROOT}/models/{{model}}/eval_full.parquet"
 CLASS_ACCURACY = f"{DATA_ROOT}/models/{{model}}/class_accuracy.parquet"
 TASK_DIR = f"{RESULTS}/runs/{{run}}/task{{task}}"
 TASK_MERGE = f"{TASK_DIR}/merge_{{kind}}.safetensors"
 PROFILE = f"{RESULTS}/profiles/{{model}}/{{profile}}.json"
 RUN_BUDGET = f"{RESULTS}/runs/{{run}}/budget.json"
 TASK_EVAL = f"{RESULTS}/runs/{{run}}/eval/task{{task}}.parquet"
+TASK_EVAL_FULL = f"{RESULTS}/runs/{{run}}/eval_full/task{{task}}.parquet"
 RUN_METRICS = f"{RESULTS}/runs/{{run}}/metrics.parquet"
 RUN_SUMMARY = f"{RESULTS}/runs/{{run}}/summary.parquet"
+RUN_METRICS_FULL = f"{RESULTS}/runs/{{run}}/metrics_full.parquet"
+RUN_SUMMARY_FULL = f"{RESULTS}/runs/{{run}}/summary_full.parquet"
 RESULTS_DB = f"{RESULTS}/fomoflux.duckdb"
 FIGURE_TRAJECTORIES = f"{RESULTS}/figures/trajectories.{{ext}}"
+FIGURE_FULL_SCORES = f"{RESULTS}/figures/full_test_sets.{{ext}}"
 FIGURE_HEATMAP = f"{RESULTS}/figures/heatmap_{{run}}.{{ext}}"
 FIGURE_SCHEDULES = f"{RESULTS}/figures/schedules.{{ext}}"
 FIGURE_BUDGETS = f"{RESULTS}/figures/budgets.{{ext}}"
 FIGURE_COMPARISON = f"{RESULTS}/figures/compare_{{comparison}}.{{ext}}"
 SCORE_TABLE = f"{RESULTS}/tables/final_scores.{{ext}}"
+FULL_SCORE_TABLE = f"{RESULTS}/tables/full_test_sets.{{ext}}"
 FIGURE_EXTS = ["png", "pdf"]
 # open_clip's model-folder config beside each checkpoint (`local-dir:` loading) and each run's resolved settings
 # (workflow/rules/export.smk).
@@ -127,6 +136,7 @@ def all_targets():
         CATALOG,
         RESULTS_DB,
         expand(FIGURE_TRAJECTORIES, ext=FIGURE_EXTS),
+        expand(FIGURE_FULL_SCORES, ext=FIGURE_EXTS),
         expand(FIGURE_HEATMAP, run=runs, ext=FIGURE_EXTS),
         # Comparing schedules takes two: with one (the default config: cosine everywhere) the figure is not made.
         expand(FIGURE_SCHEDULES, ext=FIGURE_EXTS) if len(trained_schedules()) >= 2 else [],
@@ -135,6 +145,7 @@ def all_targets():
         expand(RUN_CONFIG, run=runs),
         open_clip_configs(),
         expand(SCORE_TABLE, ext=["csv", "html"]),
+        expand(FULL_SCORE_TABLE, ext=["csv", "html"]),
     ]
 
 
@@ -296,7 +307,7 @@ def profile_path(key):
 def budget_profiles(wildcards):
     """The two step profiles a run's budget compares: full fine-tuning's and the run's method's."""
     run = PLAN.runs[wildcards.run]
-    if run.training["budget"] == "fixed":
+    if run.training["budget"] not in PROFILED_BUDGET_MODES:  # fixed / table: steps as given, nothing to compare
         return {}
     reference = PLAN.reference_profile_key(run.name)
     return {"reference": profile_path(reference), "method": profile_path(run.profile_key())}
@@ -304,30 +315,34 @@ def budget_profiles(wildcards):
 
 def profile_spec(wildcards):
     """The method, options and batch a profile measures (the plan knows each key its runs use)."""
-    return dict(PLAN.profiles[wildcards.profile], memory=PLAN.budget["memory"],
-                extra_pass_samples=PLAN.budget["extra_pass_samples"], version=versions.BUDGET)
+    return dict(
+        PLAN.profiles[wildcards.profile],
+        memory=PLAN.budget["memory"],
+        extra_pass_samples=PLAN.budget["extra_pass_samples"],
+        version=versions.BUDGET,
+    )
 
 
 def merge_inputs(wildcards):
-    """A merge after task t: sequential [m_{t-1}, θ_t], anchored [θ0, θ_t], oneshot [θ0?, θ_1..θ_t]."""
-    run = PLAN.runs[wildcards.run]
-    task = int(wildcards.task)
-    spec = run.merges[wildcards.kind]
-    current = task_checkpoint(wildcards.run, task)
-    if wildcards.kind == "sequential":
-        checkpoints = [merge_checkpoint(wildcards.run, task - 1, "sequential"), current]
-    elif wildcards.kind == "anchored":
-        checkpoints = [base_checkpoint(), current]
-    else:
-        checkpoints = [task_checkpoint(wildcards.run, t) for t in range(1, task + 1)]
-        if spec.get("include_base"):
-            checkpoints.insert(0, base_checkpoint())
+    """A merge after task t, in the reference's order (fomoflux.methods.merging.merge_input_sequence): sequential
+    [θ_t, m_{t-1}] (m_0 = θ0, or θ_1 alone after task 1 when it starts from the first expert), anchored [θ_t, θ0],
+    oneshot [θ0?, θ_1..θ_t]."""
+    from fomoflux.methods.merging import merge_input_sequence
+
+    spec = PLAN.runs[wildcards.run].merges[wildcards.kind]
+    checkpoints = []
+    for what, task in merge_input_sequence(spec, int(wildcards.task)):
+        if what == "merge":
+            checkpoints.append(merge_checkpoint(wildcards.run, task, wildcards.kind))
+        else:
+            checkpoints.append(base_checkpoint() if task == 0 else task_checkpoint(wildcards.run, task))
     return {"base": base_checkpoint(), "checkpoints": checkpoints}
 
 
 def merge_params(wildcards):
-    return dict(PLAN.runs[wildcards.run].merges[wildcards.kind], seed=PLAN.runs[wildcards.run].seed,
-                version=versions.MERGE)
+    return dict(
+        PLAN.runs[wildcards.run].merges[wildcards.kind], seed=PLAN.runs[wildcards.run].seed, version=versions.MERGE
+    )
 
 
 def training_data(wildcards):
@@ -375,8 +390,9 @@ def eval_inputs(wildcards):
 
 
 def run_evals(wildcards):
-    """Evaluation files of a run, task 0 (the base model) first. A run that never updates its weights (the
-    zero-shot reference) is the base model at every task: it reuses the base evaluation instead of copies."""
+    """The fixed-subset evaluation files of a run's trajectory, task 0 (the base model) first. A run that never
+    updates its weights (the zero-shot reference) is the base model at every task: it reuses the base evaluation
+    instead of copies."""
     run = PLAN.runs[wildcards.run]
     base = BASE_EVAL.format(model=PLAN.model.name)
     if not run.updates_weights:
@@ -384,8 +400,23 @@ def run_evals(wildcards):
     return [base] + [TASK_EVAL.format(run=wildcards.run, task=task_name(t)) for t in PLAN.eval_tasks(wildcards.run)]
 
 
+def run_full_evals(wildcards):
+    """The full-test-set evaluation files of a run: the base model's, then its last task's (none of its own for
+    the zero-shot reference, which is the base model)."""
+    run = PLAN.runs[wildcards.run]
+    base = BASE_EVAL_FULL.format(model=PLAN.model.name)
+    if not run.updates_weights:
+        return [base]
+    return [base, TASK_EVAL_FULL.format(run=wildcards.run, task=task_name(PLAN.full_eval_task(wildcards.run)))]
+
+
 def run_outputs(kind):
-    template = {"metrics": RUN_METRICS, "summary": RUN_SUMMARY}[kind]
+    template = {
+        "metrics": RUN_METRICS,
+        "summary": RUN_SUMMARY,
+        "metrics_full": RUN_METRICS_FULL,
+        "summary_full": RUN_SUMMARY_FULL,
+    }[kind]
     return [template.format(run=r) for r in PLAN.runs]
 
 
@@ -399,7 +430,7 @@ def budgeted_runs(wildcards):
 
 
 # ---- cluster resources -----------------------------------------------------------------------------------
-# What GPU jobs ask the scheduler for (fomoflux.resources): scaled from the run's model, budget and data, and
+# What GPU jobs ask the scheduler for (fomoflux.pipeline.resources): scaled from the run's model, budget and data, and
 # growing with `attempt` so that a job the scheduler killed for memory or time is retried with more. CPU-only stages
 # take the profile's default-resources. Functions that read a job's inputs give Snakemake's "<TBD>" while those do
 # not exist yet (a dry run); Snakemake evaluates them again right before the job is submitted.

@@ -4,8 +4,6 @@
 rule download_archive:
     output:
         ARCHIVE,
-    params:
-        source=lambda wc: dict(PLAN.registry[wc.dataset].source["download"]),
     log:
         f"{LOGS}/download_archive/{{dataset}}.log",
     benchmark:
@@ -13,6 +11,8 @@ rule download_archive:
     retries: 1
     conda:
         CONDA_ENV
+    params:
+        source=lambda wc: dict(PLAN.registry[wc.dataset].source["download"]),
     script:
         "../scripts/download_archive.py"
 
@@ -22,15 +22,15 @@ rule shard_dataset:
         archive=get_archive,
     output:
         directory(DATASET_DIR),
-    params:
-        dataset=dataset_params,
-    threads: PLAN.benchmark["shard_threads"]
     log:
         f"{LOGS}/shard_dataset/{{dataset}}.log",
     benchmark:
         f"{BENCH}/shard_dataset/{{dataset}}.tsv"
     conda:
         CONDA_ENV
+    threads: PLAN.benchmark["shard_threads"]
+    params:
+        dataset=dataset_params,
     script:
         "../scripts/shard_dataset.py"
 

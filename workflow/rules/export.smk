@@ -12,12 +12,12 @@ rule base_open_clip_config:
         model_config=model_config_input(),
     output:
         BASE_OPEN_CLIP_CONFIG,
-    params:
-        arch=PLAN.model.arch,
     log:
         f"{LOGS}/base_open_clip_config/{{model}}.log",
     conda:
         CONDA_ENV
+    params:
+        arch=PLAN.model.arch,
     script:
         "../scripts/open_clip_config.py"
 
@@ -41,11 +41,11 @@ rule run_config:
         unpack(run_config_inputs),
     output:
         RUN_CONFIG,
-    params:
-        settings=lambda wc: run_settings(PLAN, wc.run),
     log:
         f"{LOGS}/run_config/{{run}}.log",
     conda:
         CONDA_ENV
+    params:
+        settings=lambda wc: run_settings(PLAN, wc.run),
     script:
         "../scripts/run_config.py"

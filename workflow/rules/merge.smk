@@ -7,15 +7,15 @@ rule merge_task:
         unpack(merge_inputs),
     output:
         TASK_MERGE,
-    params:
-        merge=merge_params,
-    resources:
-        mem_mb=merge_mem_mb,
     log:
         f"{LOGS}/merge_task/{{run}}/task{{task}}_{{kind}}.log",
     benchmark:
         f"{BENCH}/merge_task/{{run}}/task{{task}}_{{kind}}.tsv"
     conda:
         CONDA_ENV
+    resources:
+        mem_mb=merge_mem_mb,
+    params:
+        merge=merge_params,
     script:
         "../scripts/merge_task.py"

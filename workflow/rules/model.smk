@@ -10,22 +10,22 @@ if PLAN.model.pretrained_by_pipeline:
         output:
             checkpoint=BASE_CHECKPOINT,
             log=BASE_LOG,
-        params:
-            arch=PLAN.model.arch,
-            pretrain=lambda wc: dict(PLAN.model.pretrain or {}),
-            version=versions.MODEL,
-        threads: 2
-        resources:
-            gpu=1,
-            cpus_per_gpu=lambda wc, threads: threads,
-            mem_mb=pretrain_mem_mb,
-            runtime=pretrain_runtime,
         log:
             f"{LOGS}/pretrain_base/{{model}}.log",
         benchmark:
             f"{BENCH}/pretrain_base/{{model}}.tsv"
         conda:
             CONDA_ENV
+        threads: 2
+        resources:
+            gpu=1,
+            cpus_per_gpu=lambda wc, threads: threads,
+            mem_mb=pretrain_mem_mb,
+            runtime=pretrain_runtime,
+        params:
+            arch=PLAN.model.arch,
+            pretrain=lambda wc: dict(PLAN.model.pretrain or {}),
+            version=versions.MODEL,
         script:
             "../scripts/pretrain_base.py"
 
@@ -37,16 +37,16 @@ else:
             model_config=model_config_input(),
         output:
             checkpoint=BASE_CHECKPOINT,
-        params:
-            arch=PLAN.model.arch,
-            file=PLAN.model.pretrained_file,
-            version=versions.MODEL,
         log:
             f"{LOGS}/import_checkpoint/{{model}}.log",
         benchmark:
             f"{BENCH}/import_checkpoint/{{model}}.tsv"
         conda:
             CONDA_ENV
+        params:
+            arch=PLAN.model.arch,
+            file=PLAN.model.pretrained_file,
+            version=versions.MODEL,
         script:
             "../scripts/import_checkpoint.py"
 
@@ -58,20 +58,20 @@ rule class_accuracy:
         model_config=model_config_input(),
     output:
         CLASS_ACCURACY,
-    params:
-        batch_size=PLAN.evaluation["batch_size"],
-        version=versions.EVAL,
-    threads: PLAN.evaluation["threads"]
-    resources:
-        gpu=1,
-        cpus_per_gpu=lambda wc, threads: threads,
-        mem_mb=eval_mem_mb,
-        runtime=gpu_runtime,
     log:
         f"{LOGS}/class_accuracy/{{model}}.log",
     benchmark:
         f"{BENCH}/class_accuracy/{{model}}.tsv"
     conda:
         CONDA_ENV
+    threads: PLAN.evaluation["threads"]
+    resources:
+        gpu=1,
+        cpus_per_gpu=lambda wc, threads: threads,
+        mem_mb=eval_mem_mb,
+        runtime=gpu_runtime,
+    params:
+        batch_size=PLAN.evaluation["batch_size"],
+        version=versions.EVAL,
     script:
         "../scripts/class_accuracy.py"

@@ -1,4 +1,6 @@
 # Aggregation: per-run metric matrix and A_KA / A_ZS / GM per task, one duckdb file over all runs, figures.
+# Two kinds, never mixed: the trajectories (every task on the fixed evaluation subset) and the full-test-set scores
+# (the base model and each run's last task), each with its own tables, figure and score table.
 #
 # `snakemake --report report.html` shows every figure (its PNG; the PDF lies beside it) and the score tables, each
 # with the caption in workflow/report/ and labels run / method / figure. Label values are strings: the report app
@@ -9,18 +11,21 @@
 
 rule aggregate_run:
     input:
-        run_evals,
+        subset=run_evals,
+        full=run_full_evals,
     output:
         metrics=RUN_METRICS,
         summary=RUN_SUMMARY,
-    params:
-        tasks=lambda wc: PLAN.stream_of(wc.run).num_tasks,
-        updates=lambda wc: PLAN.runs[wc.run].updates_weights,
-        version=versions.REPORT,
+        metrics_full=RUN_METRICS_FULL,
+        summary_full=RUN_SUMMARY_FULL,
     log:
         f"{LOGS}/aggregate_run/{{run}}.log",
     conda:
         CONDA_ENV
+    params:
+        tasks=lambda wc: PLAN.stream_of(wc.run).num_tasks,
+        updates=lambda wc: PLAN.runs[wc.run].updates_weights,
+        version=versions.REPORT,
     script:
         "../scripts/aggregate_run.py"
 
@@ -29,6 +34,8 @@ rule results_db:
     input:
         metrics=run_outputs("metrics"),
         summary=run_outputs("summary"),
+        metrics_full=run_outputs("metrics_full"),
+        summary_full=run_outputs("summary_full"),
         configs=expand(RUN_CONFIG, run=list(PLAN.runs)),
     output:
         RESULTS_DB,
@@ -36,6 +43,8 @@ rule results_db:
         f"{LOGS}/results_db.log",
     conda:
         CONDA_ENV
+    params:
+        version=versions.REPORT,
     script:
         "../scripts/results_db.py"
 
@@ -52,15 +61,38 @@ rule plot_trajectories:
             labels=report_labels("trajectories", method=run_methods(PLAN.runs)),
         ),
         pdf=FIGURE_TRAJECTORIES.format(ext="pdf"),
-    params:
-        figures=PLAN.figures,
-        version=versions.FIGURES,
     log:
         f"{LOGS}/plot_trajectories.log",
     conda:
         CONDA_ENV
+    params:
+        figures=PLAN.figures,
+        version=versions.FIGURES,
     script:
         "../scripts/plot_trajectories.py"
+
+
+# The full-test-set scores: each run from the base model (task 0) to its last task, both on the full test sets.
+rule plot_full_test_sets:
+    input:
+        run_outputs("summary_full"),
+    output:
+        png=report(
+            FIGURE_FULL_SCORES.format(ext="png"),
+            caption="../report/full_test_sets.rst",
+            category="Figures",
+            subcategory="Full test sets",
+            labels=report_labels("full test sets", method=run_methods(PLAN.runs)),
+        ),
+        pdf=FIGURE_FULL_SCORES.format(ext="pdf"),
+    log:
+        f"{LOGS}/plot_full_test_sets.log",
+    conda:
+        CONDA_ENV
+    params:
+        version=versions.FIGURES,
+    script:
+        "../scripts/plot_full_test_sets.py"
 
 
 rule plot_heatmap:
@@ -76,12 +108,12 @@ rule plot_heatmap:
             labels=lambda wc: {"run": wc.run, "method": PLAN.runs[wc.run].method, "figure": "heatmap"},
         ),
         pdf=f"{RESULTS}/figures/heatmap_{{run}}.pdf",
-    params:
-        version=versions.FIGURES,
     log:
         f"{LOGS}/plot_heatmap/{{run}}.log",
     conda:
         CONDA_ENV
+    params:
+        version=versions.FIGURES,
     script:
         "../scripts/plot_heatmap.py"
 
@@ -99,13 +131,13 @@ rule plot_schedules:
             labels=report_labels("schedules", "trained runs", run_methods(trained_runs())),
         ),
         pdf=FIGURE_SCHEDULES.format(ext="pdf"),
-    params:
-        schedules=lambda wc: {name: run.training["schedule"] for name, run in PLAN.runs.items()},
-        version=versions.FIGURES,
     log:
         f"{LOGS}/plot_schedules.log",
     conda:
         CONDA_ENV
+    params:
+        schedules=lambda wc: {name: run.training["schedule"] for name, run in PLAN.runs.items()},
+        version=versions.FIGURES,
     script:
         "../scripts/plot_schedules.py"
 
@@ -122,13 +154,13 @@ rule plot_budgets:
             labels=report_labels("budgets", "trained runs", run_methods(trained_runs())),
         ),
         pdf=FIGURE_BUDGETS.format(ext="pdf"),
-    params:
-        methods=lambda wc: {name: run.method for name, run in PLAN.runs.items()},
-        version=versions.FIGURES,
     log:
         f"{LOGS}/plot_budgets.log",
     conda:
         CONDA_ENV
+    params:
+        methods=lambda wc: {name: run.method for name, run in PLAN.runs.items()},
+        version=versions.FIGURES,
     script:
         "../scripts/plot_budgets.py"
 
@@ -151,21 +183,23 @@ rule plot_comparison:
             ),
         ),
         pdf=FIGURE_COMPARISON.replace("{ext}", "pdf"),
-    params:
-        comparison=lambda wc: dict(PLAN.figures["comparisons"][wc.comparison]),
-        version=versions.FIGURES,
     log:
         f"{LOGS}/plot_comparison/{{comparison}}.log",
     conda:
         CONDA_ENV
+    params:
+        comparison=lambda wc: dict(PLAN.figures["comparisons"][wc.comparison]),
+        version=versions.FIGURES,
     script:
         "../scripts/plot_comparison.py"
 
 
-# Each run's final A_KA / A_ZS / GM (and every task's) as a table: CSV for scripts, an HTML page for the report.
+# Each run's final A_KA / A_ZS / GM (and every task's) as a table: CSV for scripts, an HTML page for the report;
+# the trajectories' (fixed subset) in final_scores, the full test sets' in full_test_sets.
 rule score_tables:
     input:
-        run_outputs("summary"),
+        summary=run_outputs("summary"),
+        summary_full=run_outputs("summary_full"),
     output:
         csv=report(
             SCORE_TABLE.format(ext="csv"),
@@ -179,6 +213,22 @@ rule score_tables:
             category="Tables",
             labels={"table": "final scores"},
         ),
+        full_csv=report(
+            FULL_SCORE_TABLE.format(ext="csv"),
+            caption="../report/scores_full.rst",
+            category="Tables",
+            labels={"table": "full test sets (CSV)"},
+        ),
+        full_html=report(
+            FULL_SCORE_TABLE.format(ext="html"),
+            caption="../report/scores_full.rst",
+            category="Tables",
+            labels={"table": "full test sets"},
+        ),
+    log:
+        f"{LOGS}/score_tables.log",
+    conda:
+        CONDA_ENV
     params:
         runs=lambda wc: {
             name: {
@@ -190,9 +240,5 @@ rule score_tables:
             for name, run in PLAN.runs.items()
         },
         version=versions.FIGURES,
-    log:
-        f"{LOGS}/score_tables.log",
-    conda:
-        CONDA_ENV
     script:
         "../scripts/score_tables.py"

@@ -9,13 +9,13 @@ rule build_stream:
     output:
         ordering=ORDERING,
         tasks=TASKS,
-    params:
-        stream=stream_params,
     log:
         f"{LOGS}/build_stream/{{stream}}.log",
     benchmark:
         f"{BENCH}/build_stream/{{stream}}.tsv"
     conda:
         CONDA_ENV
+    params:
+        stream=stream_params,
     script:
         "../scripts/build_stream.py"

@@ -1,6 +1,6 @@
-"""Snakemake entry point of rule(s) using this script; the logic is fomoflux.stages.plot_schedules."""
+"""Snakemake entry point of rule(s) using this script; the logic is fomoflux.pipeline.stages.plot_schedules."""
 
-from fomoflux.stages import plot_schedules
-from fomoflux.workflow_entry import run_job
+from fomoflux.pipeline.stages import plot_schedules
+from fomoflux.pipeline.workflow_entry import run_job
 
 run_job(snakemake, plot_schedules)  # noqa: F821 (snakemake is injected by the script directive)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 
 from fomoflux.data.registry import DatasetSpec
 from fomoflux.data.shards import RawSample

@@ -17,7 +17,6 @@ import hashlib
 import http.client
 import os
 import re
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -62,7 +61,7 @@ def _copy_body(response: BinaryIO, out: BinaryIO, bar, url: str, check_html: boo
     while True:
         try:
             block = response.read(CHUNK)
-        except (http.client.IncompleteRead, ConnectionError, socket.timeout, TimeoutError) as exc:
+        except (http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
             raise _Retry(f"connection lost after {written} bytes ({exc.__class__.__name__})") from exc
         if not block:
             return written
@@ -101,7 +100,7 @@ def _attempt(url: str, part: Path, timeout: float, bar) -> None:
         if isinstance(exc.reason, FileNotFoundError) or scheme == "file":
             raise DownloadError(f"{url}: {exc.reason}") from None
         raise _Retry(f"cannot connect ({exc.reason})") from exc
-    except (ConnectionError, socket.timeout, TimeoutError, http.client.HTTPException) as exc:
+    except (ConnectionError, TimeoutError, http.client.HTTPException) as exc:
         raise _Retry(f"{exc.__class__.__name__}: {exc}") from exc
 
     with response:

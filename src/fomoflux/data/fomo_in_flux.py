@@ -2,8 +2,9 @@
 
 The table ``fomo_in_flux.json`` (written by ``scripts/import_fif_reference.py`` from the public release) holds each
 dataset's release name, tar URL, role, kind, classes, never-streamed classes, prompt template (the authors' code's
-``PRIMER`` string, verbatim; ``prompt_source`` names the file it is from), caption source and release year. :func:`fif_registry` turns it into :class:`DatasetSpec` entries whose names are the ``DATASET`` part of
-the release's stream orderings, so the 29 reference orderings validate against it unchanged.
+``PRIMER`` string, verbatim; ``prompt_source`` names the file it is from), caption source and release year.
+:func:`fif_registry` turns it into :class:`DatasetSpec` entries whose names are the ``DATASET`` part of the
+release's stream orderings, so the 29 reference orderings validate against it unchanged.
 """
 
 from __future__ import annotations

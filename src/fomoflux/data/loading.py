@@ -23,8 +23,9 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -136,7 +137,7 @@ class ShardReader:
 class DiskSamples:
     """Manifest rows of samples on disk, read lazily (module docstring). Indices are positions in the selection."""
 
-    def __init__(self, data_root: Path, rows: "pl.DataFrame") -> None:
+    def __init__(self, data_root: Path, rows: pl.DataFrame) -> None:
         absent = [c for c in READ_COLUMNS if c not in rows.columns]
         if absent:
             raise DataError(f"manifest rows lack column(s) {absent}: the dataset was sharded by an older fomoflux "
@@ -210,7 +211,7 @@ class DiskSamples:
     def first_captions(self, indices: Sequence[int]) -> list[str]:
         return [self.read_first_caption(i) for i in indices]
 
-    def select(self, indices: Sequence[int] | torch.Tensor) -> "DiskSamples":
+    def select(self, indices: Sequence[int] | torch.Tensor) -> DiskSamples:
         picked = np.asarray(torch.as_tensor(indices, dtype=torch.long))
         out = object.__new__(DiskSamples)
         out.data_root, out.shards, out.formats = self.data_root, self.shards, self.formats
@@ -226,12 +227,12 @@ class DiskSamples:
         return [(c,) for c in self.first_captions(range(len(self)))]
 
 
-def disk_samples(data_root: Path, rows: "pl.DataFrame") -> DiskSamples | None:
+def disk_samples(data_root: Path, rows: pl.DataFrame) -> DiskSamples | None:
     """The rows as a DiskSamples, or None for no rows."""
     return DiskSamples(data_root, rows) if rows.height else None
 
 
-def load_samples(data_root: Path, rows: "pl.DataFrame", image_size: int) -> SampleSet:
+def load_samples(data_root: Path, rows: pl.DataFrame, image_size: int) -> SampleSet:
     """Decode exactly ``rows`` (manifest columns) into a SampleSet at ``image_size`` (evaluation transform), in the
     order of ``rows``, with every caption of each sample.
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image

@@ -7,8 +7,9 @@ A registry maps dataset names to :class:`DatasetSpec`. The embedded mini benchma
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from fomoflux.errors import ConfigError
 
@@ -63,7 +64,8 @@ class DatasetSpec:
                 raise ConfigError(f"dataset {self.name!r}: class name {cls!r} contains {ENTRY_SEPARATOR!r}")
         if len(self.source) != 1 or next(iter(self.source)) not in SOURCE_KINDS:
             raise ConfigError(
-                f"dataset {self.name!r}: source must have exactly one of {', '.join(SOURCE_KINDS)}, got {dict(self.source)}"
+                f"dataset {self.name!r}: source must have exactly one of {', '.join(SOURCE_KINDS)}, "
+                f"got {dict(self.source)}"
             )
         stray = sorted(set(self.unstreamed) - set(self.classnames))
         if stray:

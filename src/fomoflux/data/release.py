@@ -49,7 +49,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from fomoflux.data.registry import DatasetSpec
 from fomoflux.data.shards import BAD_SAMPLE_POLICIES, MAX_IMAGE_SIDE, RawSample, SkipLog, write_dataset
 from fomoflux.errors import DataError

@@ -10,7 +10,7 @@ The primitives here know nothing about datasets or captions; :mod:`fomoflux.data
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw

@@ -8,8 +8,8 @@ image), ``read_captions(i)``, ``read_first_caption(i)``, ``eval_images(indices, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -32,7 +32,9 @@ class SampleSet:
     def __post_init__(self) -> None:
         n = self.images.shape[0]
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise ValueError(f"SampleSet.images must be uint8 [N,3,H,W], got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(
+                f"SampleSet.images must be uint8 [N,3,H,W], got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         if not (len(self.captions) == n == self.class_ids.shape[0] == len(self.keys)):
             raise ValueError(
                 f"SampleSet fields disagree in length: images {n}, captions {len(self.captions)}, "
@@ -76,7 +78,7 @@ class SampleSet:
     def first_captions(self, indices: Sequence[int]) -> list[str]:
         return [self.captions[int(i)][0] for i in indices]
 
-    def select(self, indices: Sequence[int] | torch.Tensor) -> "SampleSet":
+    def select(self, indices: Sequence[int] | torch.Tensor) -> SampleSet:
         idx = torch.as_tensor(indices, dtype=torch.long)
         picked = idx.tolist()
         return SampleSet(
@@ -87,7 +89,7 @@ class SampleSet:
         )
 
     @staticmethod
-    def concat(parts: Sequence["SampleSet"]) -> "SampleSet":
+    def concat(parts: Sequence[SampleSet]) -> SampleSet:
         parts = [p for p in parts if len(p)]
         if not parts:
             raise ValueError("SampleSet.concat needs at least one non-empty part")

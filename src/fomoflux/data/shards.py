@@ -453,13 +453,18 @@ def _shard_jobs(samples_by_split: Mapping[str, Iterable[RawSample]], *, dataset:
             parts = ((samples, start, min(start + shard_size, samples.count))
                      for start in range(0, samples.count, shard_size))
         else:
-            iterator = iter(samples)
-            chunks = iter(lambda: list(itertools.islice(iterator, shard_size)), [])
-            parts = ((chunk, 0, len(chunk)) for chunk in chunks)
+            parts = ((chunk, 0, len(chunk)) for chunk in _batches(samples, shard_size))
         for k, (part, start, stop) in enumerate(parts):
             name = shard_name(split, k)
             yield _ShardJob(tmp_dir / name, f"{rel_dir}/{name}", dataset, split, part, start, stop, max_image_side,
                             on_bad_sample)
+
+
+def _batches(samples: Iterable[RawSample], size: int) -> Iterator[list[RawSample]]:
+    """Consecutive lists of ``size`` samples (the last one shorter), read from ``samples`` one list at a time."""
+    iterator = iter(samples)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
 
 
 def _in_order(function: Callable, jobs: Iterable, workers: int) -> Iterator:
@@ -569,7 +574,7 @@ def write_dataset(samples_by_split: Mapping[str, Iterable[RawSample]], *, datase
     return out_dir
 
 
-def read_manifest(dataset_dir: Path) -> "pl.DataFrame":
+def read_manifest(dataset_dir: Path) -> pl.DataFrame:
     """The manifest of a written dataset directory as a polars DataFrame."""
     import polars as pl
 
@@ -582,7 +587,7 @@ def read_manifest(dataset_dir: Path) -> "pl.DataFrame":
         raise DataError(f"cannot read manifest {path}: {exc}") from exc
 
 
-def build_dataset(spec: "DatasetSpec", out_dir: Path, *, seed: int, image_size: int, scale: float = 1.0,
+def build_dataset(spec: DatasetSpec, out_dir: Path, *, seed: int, image_size: int, scale: float = 1.0,
                   archive: Path | None = None, shard_size: int = 2000, overwrite: bool = False,
                   on_bad_sample: str = "error", skipped: SkipLog | None = None,
                   max_image_side: int = MAX_IMAGE_SIDE, workers: int = 1) -> Path:

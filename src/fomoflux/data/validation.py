@@ -17,7 +17,7 @@ from fomoflux.seeding import sample_hashes
 if TYPE_CHECKING:
     import polars as pl
 
-def held_out_count(n: "int | np.ndarray", fraction: float) -> "int | np.ndarray":
+def held_out_count(n: int | np.ndarray, fraction: float) -> int | np.ndarray:
     """How many of a class's n training samples are held out: ⌈fraction·n⌉, at least one, but never the class's
     last sample (none of a class with one sample). ``n`` may be an array of class sizes (elementwise)."""
     n = np.asarray(n, dtype=np.int64)
@@ -25,7 +25,7 @@ def held_out_count(n: "int | np.ndarray", fraction: float) -> "int | np.ndarray"
     return int(count) if count.ndim == 0 else count
 
 
-def validation_mask(rows: "pl.DataFrame", *, fraction: float, seed: int) -> np.ndarray:
+def validation_mask(rows: pl.DataFrame, *, fraction: float, seed: int) -> np.ndarray:
     """Boolean array over ``rows`` (manifest rows of training splits): True for the held-out validation samples.
 
     Per class (dataset, class_name), the ``held_out_count`` samples with the smallest seeded key are held out.
@@ -55,7 +55,7 @@ def validation_mask(rows: "pl.DataFrame", *, fraction: float, seed: int) -> np.n
     return out
 
 
-def split_rows(rows: "pl.DataFrame", part: str, *, fraction: float, seed: int) -> "pl.DataFrame":
+def split_rows(rows: pl.DataFrame, part: str, *, fraction: float, seed: int) -> pl.DataFrame:
     """The ``part`` ("train" or "validation") of training rows under the seeded split."""
     if part not in ("train", "validation"):
         raise ConfigError(f"split_rows: part must be 'train' or 'validation', got {part!r}")

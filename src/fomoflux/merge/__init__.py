@@ -6,7 +6,7 @@ Operators are registered by name (``available_operators()``; ``check_operator`` 
 ``offline_weights(n, scheme, reverse)`` gives the one-shot weightings, ``lines_scales`` the LiNeS depth factors.
 """
 
-from fomoflux.merge.lines import LinesDepth, check_lines, lines_depths, lines_scales
+from fomoflux.merge.lines import LinesDepth, LinesSetting, check_lines, lines_depths, lines_scales, tower_of
 from fomoflux.merge.operators import (
     OPERATORS,
     MergeOperator,
@@ -24,6 +24,7 @@ __all__ = [
     "OPERATORS",
     "WEIGHTINGS",
     "LinesDepth",
+    "LinesSetting",
     "MergeOperator",
     "TaskVectors",
     "available_operators",
@@ -37,5 +38,6 @@ __all__ = [
     "register_operator",
     "slerp_pair",
     "tensor_generator",
+    "tower_of",
     "top_fraction_threshold",
 ]

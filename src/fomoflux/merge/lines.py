@@ -1,17 +1,18 @@
 r"""LiNeS (Wang et al., 2025, "LiNeS: Post-training layer scaling prevents forgetting and enhances model merging").
 
 The merged task vector τ of a tensor is scaled by its depth in its tower, so shallow layers (general features) stay
-close to θ0 and deep layers keep their task-specific update:
+close to θ0 and deep layers keep their task-specific update. As the reference (``BaseLinesMerge`` of
+``continual_lib/merge.py``) computes it, the factor of key k is
 
-    τ_k ← (α + β · ℓ(k) / (L − 1)) · τ_k
+    s(k) = α + β · f(ℓ(k) / (L − 1))      f = identity (``linear``), square (``quadratic``) or √ (``sqrt``)
 
-ℓ(k) is the residual-block index of key k within its tower and L that tower's number of blocks, both read from the
-keys of an open_clip state dict. The image tower's blocks are ``visual.transformer.resblocks.{i}.``; the text tower's
-``transformer.resblocks.{i}.`` (``text.transformer.resblocks.{i}.`` in open_clip's CustomTextCLIP); each tower has its
-own L. Keys before a tower's blocks (embeddings, class token, positional embeddings, conv1, ln_pre) get depth 0,
-keys after them (ln_post, proj, attention pooling, ln_final, text_projection) depth L − 1. ``logit_scale`` and
-``logit_bias`` belong to no tower and are not scaled (factor 1). A tower with a single block has ℓ / (L − 1) := 0.
-Any other key (a non-transformer tower) is a ConfigError: LiNeS has no depth for it.
+for a key inside residual block ℓ of its tower (``…resblocks.{ℓ}.``), L being that tower's number of blocks, and
+s(k) = α for every other key: embeddings, class token, positional embeddings, conv1, ln_pre, ln_post, proj,
+attention pooling, ln_final, text_projection, logit_scale, logit_bias — all of them, before or after the blocks.
+The reference merges the image tower (``visual.*``) and the rest (text tower and temperature) as two separate state
+dicts, each with its own L; here the image tower is the keys starting with ``visual.``, the text tower every other
+key. A tower with a single block has ℓ / (L − 1) := 0 (the reference divides by zero). A tower with no residual
+blocks at all is a ConfigError: LiNeS has no depth for it (the reference raises there too).
 """
 
 from __future__ import annotations
@@ -24,88 +25,92 @@ from typing import Any
 
 from fomoflux.errors import ConfigError
 
-__all__ = ["LinesDepth", "check_lines", "lines_depths", "lines_scales"]
+__all__ = ["LINES_SCALINGS", "LinesDepth", "LinesSetting", "check_lines", "lines_depths", "lines_scales", "tower_of"]
 
-_BLOCK = re.compile(r"^(visual\.|text\.)?transformer\.resblocks\.(\d+)\.")
-_UNSCALED = {"logit_scale", "logit_bias"}
-# First attribute name after the tower prefix, for keys outside the residual blocks.
-_BEFORE = {
-    "image": {"conv1", "class_embedding", "positional_embedding", "ln_pre"},
-    "text": {"token_embedding", "positional_embedding", "cls_emb"},
-}
-_AFTER = {
-    "image": {"ln_post", "proj", "attn_pool", "attn_pool_contrastive", "ln_contrastive"},
-    "text": {"ln_final", "text_projection"},
-}
+_BLOCK = re.compile(r"\.resblocks\.(\d+)\.")
+LINES_SCALINGS = {"linear": lambda x: x, "quadratic": lambda x: x**2, "sqrt": math.sqrt}
+
+
+def tower_of(key: str) -> str:
+    """"image" for the image tower's keys (``visual.*``), "text" for every other key (the text tower, logit_scale):
+    the reference's two merged state dicts, backbone and head."""
+    return "image" if key.startswith("visual.") else "text"
 
 
 @dataclass(frozen=True)
 class LinesDepth:
-    """Where a key sits: its tower ("image" / "text"), block depth ℓ in 0..L−1, and the tower's L."""
+    """Where a key sits: its tower ("image" / "text"), its block ℓ in 0..L−1 (None outside the blocks), and L."""
 
     tower: str
-    depth: int
+    depth: int | None
     blocks: int
 
     @property
-    def fraction(self) -> float:
-        """ℓ / (L − 1), 0 for a one-block tower."""
+    def fraction(self) -> float | None:
+        """ℓ / (L − 1) (0 for a one-block tower); None for a key outside the blocks."""
+        if self.depth is None:
+            return None
         return self.depth / (self.blocks - 1) if self.blocks > 1 else 0.0
 
 
-def _tower(prefix: str | None) -> str:
-    return "image" if prefix == "visual." else "text"
+@dataclass(frozen=True)
+class LinesSetting:
+    """A checked LiNeS setting."""
+
+    alpha: float
+    beta: float
+    scaling: str = "linear"
+
+    def factor(self, depth: LinesDepth) -> float:
+        fraction = depth.fraction
+        return self.alpha if fraction is None else self.alpha + self.beta * LINES_SCALINGS[self.scaling](fraction)
 
 
-def lines_depths(keys: Iterable[str]) -> dict[str, LinesDepth | None]:
-    """Each key's :class:`LinesDepth` (None for the unscaled ``logit_scale`` / ``logit_bias``); L per tower is
-    1 + the largest block index among ``keys``. ConfigError for a key that fits no rule."""
+def _block_of(key: str) -> int | None:
+    match = _BLOCK.search(key)
+    return int(match.group(1)) if match else None
+
+
+def lines_depths(keys: Iterable[str]) -> dict[str, LinesDepth]:
+    """Each key's :class:`LinesDepth`; L per tower is 1 + the largest block index among the tower's ``keys``.
+    ConfigError when a tower has keys but no residual blocks."""
     keys = list(keys)
     blocks: dict[str, int] = {}
     for key in keys:
-        match = _BLOCK.match(key)
-        if match:
-            tower = _tower(match.group(1))
-            blocks[tower] = max(blocks.get(tower, 0), int(match.group(2)) + 1)
-    depths: dict[str, LinesDepth | None] = {}
+        block = _block_of(key)
+        if block is not None:
+            blocks[tower_of(key)] = max(blocks.get(tower_of(key), 0), block + 1)
+    depths: dict[str, LinesDepth] = {}
     for key in keys:
-        match = _BLOCK.match(key)
-        if match:
-            tower = _tower(match.group(1))
-            depths[key] = LinesDepth(tower, int(match.group(2)), blocks[tower])
-            continue
-        if key in _UNSCALED:
-            depths[key] = None
-            continue
-        if key.startswith("visual."):
-            tower, attribute = "image", key[len("visual."):].split(".")[0]
-        else:
-            tower, attribute = "text", key.removeprefix("text.").split(".")[0]
-        if tower not in blocks or attribute not in _BEFORE[tower] | _AFTER[tower]:
-            where = f"the {tower} tower has no residual blocks" if tower not in blocks else "unknown layer"
-            raise ConfigError(f"LiNeS: no depth for key {key!r} ({where}); LiNeS needs open_clip transformer towers")
-        depth = 0 if attribute in _BEFORE[tower] else blocks[tower] - 1
-        depths[key] = LinesDepth(tower, depth, blocks[tower])
+        tower = tower_of(key)
+        if tower not in blocks:
+            raise ConfigError(f"LiNeS: no depth for key {key!r} (the {tower} tower has no residual blocks "
+                              "'resblocks.N.'); LiNeS needs open_clip transformer towers")
+        depths[key] = LinesDepth(tower, _block_of(key), blocks[tower])
     return depths
 
 
-def check_lines(lines: Mapping[str, Any] | None) -> tuple[float, float] | None:
-    """(α, β) of a LiNeS setting ``{"alpha": a, "beta": b}`` (both required, finite numbers), None for None."""
+def check_lines(lines: Mapping[str, Any] | None) -> LinesSetting | None:
+    """The :class:`LinesSetting` of ``{"alpha": a, "beta": b, "scaling": linear|quadratic|sqrt}`` (alpha and beta
+    required, finite numbers; scaling optional, default linear); None for None."""
     if lines is None:
         return None
-    if not isinstance(lines, Mapping) or set(lines) != {"alpha", "beta"}:
-        raise ConfigError(f"LiNeS: the setting must be a mapping with exactly 'alpha' and 'beta', got {lines!r}")
+    if not isinstance(lines, Mapping) or not {"alpha", "beta"} <= set(lines) <= {"alpha", "beta", "scaling"}:
+        raise ConfigError("LiNeS: the setting must be a mapping with 'alpha' and 'beta' (and optionally 'scaling'), "
+                          f"got {lines!r}")
     values = []
     for name in ("alpha", "beta"):
         value = lines[name]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(f"LiNeS: option {name!r} must be a finite number, got {value!r}")
         values.append(float(value))
-    return values[0], values[1]
+    scaling = lines.get("scaling", "linear")
+    if scaling not in LINES_SCALINGS:
+        raise ConfigError(f"LiNeS: option 'scaling' must be one of {', '.join(LINES_SCALINGS)}, got {scaling!r}")
+    return LinesSetting(values[0], values[1], scaling)
 
 
-def lines_scales(keys: Iterable[str], alpha: float, beta: float) -> dict[str, float]:
-    """The factor α + β · ℓ(k) / (L − 1) of every key (1.0 for ``logit_scale`` / ``logit_bias``)."""
-    return {
-        key: 1.0 if depth is None else alpha + beta * depth.fraction for key, depth in lines_depths(keys).items()
-    }
+def lines_scales(keys: Iterable[str], alpha: float, beta: float, scaling: str = "linear") -> dict[str, float]:
+    """The factor s(k) of every key (see module doc)."""
+    setting = LinesSetting(float(alpha), float(beta), scaling)
+    return {key: setting.factor(depth) for key, depth in lines_depths(keys).items()}

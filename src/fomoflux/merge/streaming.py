@@ -1,10 +1,13 @@
 """Merging checkpoints key by key: θ = θ0 + s(k) · op(τ_1..τ_n) for every floating-point tensor k.
 
 τ_i = θ_i − θ0 are the task vectors, ``op`` a merge operator of ``fomoflux.merge.operators`` and s(k) the optional
-LiNeS depth factor (``fomoflux.merge.lines``; 1 without LiNeS). Non-floating tensors are copied from the last
-checkpoint. The merge streams: it walks θ0's keys one at a time, and within a key the operator reads the checkpoints
-one at a time (again for each of its passes), so peak memory is the merged state plus O(1) tensors of the largest
-key, whatever the number of checkpoints. Arithmetic is in float32 at least; results have the checkpoints' dtypes.
+LiNeS depth factor (``fomoflux.merge.lines``; 1 without LiNeS). With LiNeS, s(k) replaces the operator's λ
+(``scale``, set to 1), as the reference does for task arithmetic and the TIES family. Non-floating tensors are copied
+from the last checkpoint. The merge streams: it walks θ0's keys one at a time, and within a key the operator reads
+the checkpoints one at a time (again for each of its passes), so peak memory is the merged state plus O(1) tensors
+of the largest key, whatever the number of checkpoints; operators ranking over whole towers (the TIES family's
+``scope: tower``) add one tower's flattened magnitudes and an int8 sign per entry. Arithmetic is in float32 at
+least; results have the checkpoints' dtypes.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import torch
 
 from fomoflux.errors import ConfigError
-from fomoflux.merge.lines import check_lines, lines_scales
+from fomoflux.merge.lines import LinesSetting, check_lines, lines_depths
 from fomoflux.merge.operators import MergeOperator, check_operator
 from fomoflux.merge.sources import FileSource, StateSource, TaskVectors, TensorSource, check_layouts, tensor_generator
 
@@ -38,8 +41,8 @@ def merge_checkpoints(
 
     ``weights``: one number per checkpoint (used by interpolation / slerp; checked for every operator).
     ``operator`` / ``options``: a registered merge operator and its options. ``lines``: None or
-    ``{"alpha": a, "beta": b}`` (LiNeS scaling of the merged task vector). ``seed``: for random operators (dare,
-    random), whose draws come from per-(seed, key, checkpoint) generators, never the global RNG.
+    ``{"alpha": a, "beta": b, "scaling": s}`` (LiNeS scaling of the merged task vector, replacing λ). ``seed``: for
+    random operators (dare, random), whose draws come from per-(seed, key, checkpoint) generators, never the global RNG.
     θ0 itself may be one of the checkpoints (its τ is 0). ConfigError for bad settings (before any file is opened),
     CheckpointError naming file and key for missing files, missing or extra keys, other shapes or dtypes.
     """
@@ -79,9 +82,12 @@ def _settings(
     n: int,
     lines: Mapping[str, float] | None,
     seed: int,
-) -> tuple[MergeOperator, list[float], tuple[float, float] | None]:
-    """The operator, the weights as floats and LiNeS' (α, β), after every check that needs no file."""
+) -> tuple[MergeOperator, list[float], LinesSetting | None]:
+    """The operator, the weights as floats and the LiNeS setting, after every check that needs no file."""
     op = check_operator(operator, options)
+    setting = check_lines(lines)
+    if setting is not None and "scale" in op.options:
+        op = check_operator(operator, {**dict(options or {}), "scale": 1.0})  # LiNeS' factors replace λ
     if n < 1:
         raise ConfigError(f"merge operator {operator!r}: needs at least one checkpoint, got none")
     values = list(weights)
@@ -94,7 +100,7 @@ def _settings(
     op.check_weights(floats)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"merge operator {operator!r}: seed must be an int, got {seed!r}")
-    return op, floats, check_lines(lines)
+    return op, floats, setting
 
 
 @torch.no_grad()
@@ -103,13 +109,21 @@ def _merge(
     sources: Sequence[TensorSource],
     op: MergeOperator,
     weights: list[float],
-    scaling: tuple[float, float] | None,
+    scaling: LinesSetting | None,
     seed: int,
 ) -> dict[str, torch.Tensor]:
     check_layouts(base, sources)
     keys = base.keys()
     floating = [key for key in keys if base.is_floating(key)]
-    factors = lines_scales(floating, *scaling) if scaling is not None else {}
+    factors = {} if scaling is None else {key: scaling.factor(depth) for key, depth in lines_depths(floating).items()}
+
+    def vectors(key: str) -> TaskVectors:
+        raw = base.read(key)
+        return TaskVectors(key, raw.to(torch.promote_types(raw.dtype, torch.float32)), sources)
+
+    # Empty tensors are copied, never merged (below), so the operator never sees them.
+    merging = [key for key in floating if math.prod(base.layout(key)[0]) > 0]
+    op.prepare(merging, vectors, lambda key: functools.partial(tensor_generator, seed, key))
     merged: dict[str, torch.Tensor] = {}
     for key in keys:
         if not base.is_floating(key):

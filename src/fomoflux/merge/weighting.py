@@ -1,12 +1,14 @@
 """Weightings of offline (one-shot) merges: how much each of n checkpoints counts, by its position in the stream.
 
-With i = 1..n the position (1 the earliest), the unnormalised weight of checkpoint i is
+With i = 1..n the position (1 the earliest), the unnormalised weight of checkpoint i is, as the reference's
+``offline_merge.py`` defines it (its ``interpolation_weighting``; null there is ``uniform`` here)
 
-    uniform 1    linear i    sqrt √i    quadratic i²    cubic i³    exp e^i    log log(1 + i)
+    uniform 1    linear i    sqrt √i    quadratic i²    cubic i³    fifth i⁵    tenth i¹⁰
+    exp 2^(i − 1)    log ln(1 + i)
 
-and the weights are normalised to sum to 1, so later checkpoints weigh more (uniform aside). ``reverse=True`` gives
-checkpoint i the weight of position n + 1 − i (earlier checkpoints weigh more). ``exp`` is computed as e^(i − n),
-the same weights after normalisation, which stays finite for any n (e^200 alone is fine in float64, e^1000 is not).
+and the weights are normalised to sum to 1, so later checkpoints weigh more (uniform aside). ``reverse=True`` is the
+reference's ``reverse_<scheme>``: the list reversed, checkpoint i gets the weight of position n + 1 − i. ``exp`` is
+computed as 2^(i − n), the same weights after normalisation, which stays finite for any n.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ WEIGHTINGS: dict[str, Callable[[int, int], float]] = {
     "sqrt": lambda i, n: math.sqrt(i),
     "quadratic": lambda i, n: float(i) ** 2,
     "cubic": lambda i, n: float(i) ** 3,
-    "exp": lambda i, n: math.exp(i - n),
+    "fifth": lambda i, n: float(i) ** 5,
+    "tenth": lambda i, n: float(i) ** 10,
+    "exp": lambda i, n: 2.0 ** (i - n),
     "log": lambda i, n: math.log1p(i),
 }
 

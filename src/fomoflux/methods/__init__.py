@@ -4,16 +4,6 @@ Importing this package registers every built-in method; ``get_method(name, optio
 To add a method: a new module here with a ``@register_method("name")`` subclass of ``Method``, imported below.
 """
 
-from fomoflux.methods.base import (
-    Method,
-    TaskContext,
-    available_methods,
-    get_method,
-    load_method_state,
-    method_class,
-    register_method,
-    save_method_state,
-)
 from fomoflux.methods import (  # noqa: F401  (registration: one module per method)
     bitfit,
     dora,
@@ -30,6 +20,16 @@ from fomoflux.methods import (  # noqa: F401  (registration: one module per meth
     vera,
     zeroshot,
     zs_merge,
+)
+from fomoflux.methods.base import (
+    Method,
+    TaskContext,
+    available_methods,
+    get_method,
+    load_method_state,
+    method_class,
+    register_method,
+    save_method_state,
 )
 
 __all__ = [

@@ -21,9 +21,10 @@ hook calls and no steps at all.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import torch
 
@@ -50,6 +51,9 @@ class TaskContext:
                 lazily (and once) by :meth:`base_state_dict`, so methods that never need θ0 cost nothing.
     sources / tokenizer: the task's data (``{"pretrain"|"update"|"buffer": SampleSet | None}``) and the model's
                 tokenizer; filled in by the loop, for methods that pass over the data themselves (EWC's Fisher).
+    batch_counts: the samples each training batch draws per source (``source_batch_sizes``; their sum is the batch
+                size); filled in by the loop (EWC's Fisher pass is sized by it, as the reference's is).
+    lr_at:      step -> the lr the optimizer uses at that step; filled in by the loop (SI's path integral).
     """
 
     task_index: int
@@ -59,6 +63,8 @@ class TaskContext:
     sources: Mapping[str, Any] | None = None
     tokenizer: Any = None
     seed: int = 0
+    batch_counts: Mapping[str, int] | None = None
+    lr_at: Callable[[int], float] | None = None
     _base_cache: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     def base_state_dict(self) -> dict[str, torch.Tensor]:

@@ -24,7 +24,10 @@ TEMPERATURE = "logit_scale"
 class LockedText(Method):
     """θ_image trains, θ_text and the temperature are frozen."""
 
-    summary = "Locked text tower (LiT-style): the image tower is fully fine-tuned; the text tower and the temperature stay frozen."
+    summary = (
+        "Locked text tower (LiT-style): the image tower is fully fine-tuned; the text tower and the temperature "
+        "stay frozen."
+    )
 
     def trainable_parameters(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
         return [p for n, p in model.named_parameters() if n.startswith(IMAGE_PREFIX)]

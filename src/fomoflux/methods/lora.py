@@ -1,8 +1,11 @@
 """LoRA (Hu et al., 2022): a low-rank update of each targeted weight, W' = W0 + s·B@A.
 
-A is rank × in, initialised Kaiming-uniform (U(±1/√in), seeded per weight); B is out × rank, initialised to 0, so
-ΔW = 0 and the model is θ0 at the start. s is ``scale`` (peft's α/r). Options, targets and the adapter's life across
-tasks (one adapter trained over the whole stream, folded into plain weights after every task): ``adapters``.
+As in the reference release (``continual_lib/lora.py`` at 3e123d9): A is rank × in, initialised with torch's
+``kaiming_uniform_(a=√rank)`` (U(±√(6 / ((1 + rank)·in))), seeded per block); B is out × rank, initialised to 0, so
+ΔW = 0 and the model is θ0 at the start; s is ``scale`` (multiplies B@A directly, as the reference's ``scale``; peft's
+α/r), no dropout. The attention in-projection gets three separate adapters, for q, k and v (``adapters``: slices).
+Options, targets and the adapter's life across tasks (one adapter trained over the whole stream, folded into plain
+weights after every task): ``adapters``.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ __all__ = ["LORA_OPTIONS", "LORA_OPTION_HELP", "LoRA", "LoRAWeight", "low_rank_f
 LORA_OPTIONS: dict[str, Any] = {**ADAPTER_OPTIONS, "scale": 1.0}
 LORA_OPTION_HELP: dict[str, str] = {
     **ADAPTER_OPTION_HELP,
-    "rank": "rank r of the update s·B@A (A: r × in, B: out × r)",
-    "scale": "s in W' = W0 + s·B@A (peft's alpha / r), a finite number > 0",
+    "rank": "rank r of the update s·B@A (A: r × in, B: out × r; the reference's default: 5)",
+    "scale": "s in W' = W0 + s·B@A (peft's alpha / r; the reference's default: 1), a finite number > 0",
 }
 
 
@@ -46,20 +49,21 @@ class LoRAWeight(torch.nn.Module):
         return weight + self.scale * (self.lora_B @ self.lora_A)
 
 
-def low_rank_factors(tensor: str, name: str, weight: torch.Tensor, rank: int, seed: int) -> torch.Tensor:
-    """LoRA's initial factors of ``weight``: A ~ Kaiming-uniform (rank × in, from a generator seeded by (seed, name)),
-    B = 0 (out × rank). On a meta weight: empty tensors of the right shapes, nothing drawn."""
+def low_rank_factors(tensor: str, prefix: str, weight: torch.Tensor, rank: int, seed: int) -> torch.Tensor:
+    """LoRA's initial factors of the block ``prefix`` with θ0 rows ``weight``: A ~ ``kaiming_uniform_(a=√rank)``
+    (rank × in, from a generator seeded by (seed, prefix)), B = 0 (out × rank). On a meta weight: empty tensors of
+    the right shapes, nothing drawn."""
     out_features, in_features = weight.shape
     if tensor == "lora_B":
         return torch.zeros(out_features, rank, device=weight.device, dtype=weight.dtype)
     if weight.device.type == "meta":
         return torch.empty(rank, in_features, device="meta", dtype=weight.dtype)
-    generator = torch.Generator().manual_seed(adapter_seed(seed, name, "lora_A"))
-    return kaiming_uniform((rank, in_features), generator)
+    generator = torch.Generator().manual_seed(adapter_seed(seed, prefix, "lora_A"))
+    return kaiming_uniform((rank, in_features), generator, rank)
 
 
 def check_scale(method: str, scale: float) -> None:
-    """ConfigError unless the adapter scale s is a finite positive number (s = 0 would freeze A and B: zero grads)."""
+    """ConfigError unless the adapter scale s is a finite positive number (s = 0 would freeze the adapter)."""
     if not (math.isfinite(scale) and scale > 0):
         raise ConfigError(f"method {method!r}: option 'scale' must be a finite number > 0, got {scale!r}")
 
@@ -74,8 +78,8 @@ class LoRA(AdapterMethod):
         super().validate()
         check_scale(self.name, self.scale)
 
-    def fresh_tensor(self, tensor: str, name: str, weight: torch.Tensor, seed: int) -> torch.Tensor:
-        return low_rank_factors(tensor, name, weight, self.rank, seed)
+    def fresh_tensor(self, tensor: str, prefix: str, weight: torch.Tensor, seed: int) -> torch.Tensor:
+        return low_rank_factors(tensor, prefix, weight, self.rank, seed)
 
     def parametrization(self, tensors: Mapping[str, torch.Tensor]) -> torch.nn.Module:
         return LoRAWeight(tensors, self.scale)

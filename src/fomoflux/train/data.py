@@ -66,11 +66,11 @@ class Augmentation:
             raise ConfigError(f"training.augmentation.ratio: need 0 < low <= high, got {list(self.ratio)}")
 
     @classmethod
-    def none(cls) -> "Augmentation":
+    def none(cls) -> Augmentation:
         return cls(kind="none")
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | None) -> "Augmentation":
+    def from_config(cls, cfg: Mapping[str, Any] | None) -> Augmentation:
         """From ``training.augmentation`` (None: no augmentation)."""
         if cfg is None:
             return cls.none()

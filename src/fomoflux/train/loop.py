@@ -3,14 +3,16 @@
 Per task (BENCHMARK.md, "One task update"):
 
 - a fresh AdamW over ``method.trainable_parameters(model)`` (every other model parameter is frozen for the task
-  and its ``requires_grad`` restored afterwards); weight decay on matrices only — biases, norms, embeddings of
-  rank < 2 and ``logit_scale`` are not decayed (open_clip's convention); betas (0.9, 0.98), eps 1e-6 (open_clip's
-  ViT defaults; both configurable);
+  and its ``requires_grad`` restored afterwards), grouped and set up as ``cfg.optimizer`` says
+  (``fomoflux.train.optimizer``): ``reference`` (default), the release's — weight decay on every trained parameter,
+  betas (0.9, 0.999), eps 1e-8, no clamp of the temperature; or ``open_clip`` — no decay on biases, norms, rank < 2
+  embeddings and ``logit_scale``, betas (0.9, 0.98), eps 1e-6; betas and eps configurable;
 - the lr of step n from the task's schedule (default: cosine with linear warmup, restarted every task), set on the
   optimizer before the step and logged as used;
 - loss = symmetric CLIP InfoNCE (``open_clip.ClipLoss``) with the model's learnable temperature, plus
   ``method.penalty(model)``; gradient-norm clipping (``grad_clip``; the log holds the norm before clipping);
-  after ``optimizer.step()`` the temperature is clamped to ≤ ln 100 as in open_clip, then ``method.after_step``;
+  after ``optimizer.step()`` (open_clip convention only) the temperature is clamped to [0, ln 100], then
+  ``method.after_step``;
 - each batch holds ``source_batch_sizes(...)`` samples per source (``fomoflux.train.mixture``), drawn uniformly
   with replacement within each source (a task shorter than S·count is thus repeated: virtual epochs), one of each
   sample's captions drawn uniformly, all mixed into ONE contrastive batch, each image through the training transform
@@ -61,14 +63,15 @@ import torch
 
 from fomoflux.data.sampleset import SampleSet
 from fomoflux.device import PRECISIONS, autocast, distributed_rank_world, split_batch_size
-from fomoflux.seeding import step_seed
 from fomoflux.errors import ConfigError
 from fomoflux.methods.base import Method, TaskContext
 from fomoflux.preprocess import Normalizer
 from fomoflux.progress import progress as make_progress
+from fomoflux.seeding import step_seed
 from fomoflux.tracking import TrackingTarget
 from fomoflux.train.data import Augmentation, TaskBatches, batch_loader
 from fomoflux.train.mixture import SOURCES, validate_ratios
+from fomoflux.train.optimizer import adamw, optimizer_convention
 from fomoflux.train.resume import Snapshots, TaskInterrupted
 from fomoflux.train.schedule import LRSchedule, make_schedule
 
@@ -100,7 +103,6 @@ LOG_SCHEMA: dict[str, Any] = {
     "data_wait_s": pl.Float64,
 }
 
-MAX_LOGIT_SCALE = math.log(100.0)
 # Gradients are all-reduced in flat buckets of at most this many elements: few collectives per step (one per
 # parameter would be ~200 for ViT-B/16), with a bounded extra buffer (64 MiB in fp32).
 _GRAD_BUCKET_NUMEL = 1 << 24
@@ -112,7 +114,11 @@ def _default_mixture() -> dict[str, float]:
 
 @dataclass
 class TaskUpdateConfig:
-    """Hyper-parameters of one task update (defaults: the paper's, except ``steps`` which the stream sets)."""
+    """Hyper-parameters of one task update (defaults: the paper's, except ``steps`` which the stream sets).
+
+    ``optimizer``: AdamW's convention, ``reference`` or ``open_clip`` (``fomoflux.train.optimizer``); ``betas`` and
+    ``eps`` left None take the convention's values.
+    """
 
     steps: int
     batch_size: int = 512
@@ -127,8 +133,9 @@ class TaskUpdateConfig:
     num_tasks: int | None = None
     schedule: str = "cosine"
     schedule_options: dict[str, Any] = field(default_factory=dict)
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
+    optimizer: str = "reference"
+    betas: tuple[float, float] | None = None
+    eps: float | None = None
     log_every: int = 10
     device: str = "cpu"
     progress: bool = True
@@ -172,7 +179,10 @@ class TaskUpdateConfig:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"training.precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         self.mixture = validate_ratios(self.mixture)
-        self.betas = tuple(self.betas)  # type: ignore[assignment]
+        chosen = optimizer_convention(self.optimizer, "task update: optimizer")
+        self.betas = tuple(chosen.betas if self.betas is None else self.betas)  # type: ignore[assignment]
+        if self.eps is None:
+            self.eps = chosen.eps
 
     def make_schedule(self) -> LRSchedule:
         return make_schedule(
@@ -203,21 +213,6 @@ def _task_batches(sources, tokenizer, cfg: TaskUpdateConfig, image_size: int | N
 
 def _empty_log() -> pl.DataFrame:
     return pl.DataFrame(schema=LOG_SCHEMA)
-
-
-def _param_groups(model: torch.nn.Module, params: list[torch.nn.Parameter], weight_decay: float) -> list[dict]:
-    names = {id(p): n for n, p in model.named_parameters()}
-    decay, no_decay = [], []
-    for p in params:
-        n = names.get(id(p), "")
-        skip = p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n
-        (no_decay if skip else decay).append(p)
-    groups = []
-    if decay:
-        groups.append({"params": decay, "weight_decay": weight_decay})
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
 
 
 def _model_image_size(model: torch.nn.Module) -> tuple[int, int] | None:
@@ -318,6 +313,8 @@ def run_task_update(
         raise ConfigError(f"task update: the model expects non-square {image_size[0]}x{image_size[1]} images")
     batches = _task_batches(sources, tokenizer, cfg, image_size[0] if image_size else None, rank, world_size)
     schedule = cfg.make_schedule()
+    context.batch_counts = dict(batches.counts)
+    context.lr_at = schedule.lr
     if device.type == "cuda":
         # fp32 matmuls and convolutions in TF32 (bf16 autocast covers most of the forward pass anyway)
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -339,11 +336,10 @@ def run_task_update(
 
     normalizer = Normalizer.for_model(model, device)
     loss_fn = _contrastive_loss(rank, world_size)
-    optimizer = torch.optim.AdamW(
-        _param_groups(model, params, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-        fused=True if device.type == "cuda" else None,
-    )
+    optimizer = adamw(model, params, lr=cfg.lr, weight_decay=cfg.weight_decay, convention_name=cfg.optimizer,
+                      betas=cfg.betas, eps=cfg.eps, fused=True if device.type == "cuda" else None)
     logit_scale = getattr(model, "logit_scale", None)
+    max_logit_scale = optimizer_convention(cfg.optimizer).max_logit_scale
     clip = cfg.grad_clip if cfg.grad_clip else math.inf
     counts = [batches.counts[name] for name in SOURCES]
     log: dict[str, list] = {key: [] for key in LOG_SCHEMA}
@@ -412,9 +408,9 @@ def run_task_update(
                 _average_gradients(params, world_size)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
             optimizer.step()
-            if logit_scale is not None and logit_scale.requires_grad:
+            if max_logit_scale is not None and logit_scale is not None and logit_scale.requires_grad:
                 with torch.no_grad():
-                    logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+                    logit_scale.clamp_(0, max_logit_scale)
             method.after_step(model, step)
 
             with torch.no_grad():
@@ -425,7 +421,10 @@ def run_task_update(
             bar.advance(1)
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
                 # The one host synchronisation of the interval.
-                scale = sums.new_full((1,), math.nan) if logit_scale is None else logit_scale.detach().double().reshape(1)
+                if logit_scale is None:
+                    scale = sums.new_full((1,), math.nan)
+                else:
+                    scale = logit_scale.detach().double().reshape(1)
                 total, contrastive_sum, penalty_sum, norm_sum, n, scale_value = torch.cat([sums, scale]).tolist()
                 sums.zero_()
                 values = (
@@ -439,7 +438,8 @@ def run_task_update(
                 bar.report(loss=row["loss"], lr=lr, grad_norm=row["grad_norm"])
                 if tracker is not None:
                     tracker.log_training(row)
-                if snapshots is not None and step < cfg.steps - 1 and _snapshot_due(snapshots, step, world_size, device):
+                may_snapshot = snapshots is not None and step < cfg.steps - 1
+                if may_snapshot and _snapshot_due(snapshots, step, world_size, device):
                     if rank == 0:
                         snapshots.save(step, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                               "method": method.task_state(), "log": log, "sums": sums.cpu()})
@@ -506,7 +506,8 @@ def pretrain_base(
 ) -> tuple[torch.nn.Module, pl.DataFrame]:
     """The embedded benchmark's base model θ0: ``arch`` from a random init seeded by ``seed``, trained with full
     fine-tuning on ``pool`` alone (mixture {"pretrain": 1.0}) with ``precision`` (``training.precision``), on the
-    evaluation transform (no augmentation: the pool's images are drawn at the model's resolution).
+    evaluation transform (no augmentation: the pool's images are drawn at the model's resolution), with open_clip's
+    AdamW convention: θ0 stands in for an open_clip-pretrained CLIP, so it is pretrained the way open_clip pretrains.
     ``label``: what the progress lines say (default "pretrain_base <arch>"). Returns (model, training log)."""
     from fomoflux.methods import get_method
     from fomoflux.model import create_model
@@ -528,6 +529,7 @@ def pretrain_base(
         device=device,
         progress=progress,
         rng_salt="pretrain-base",
+        optimizer="open_clip",
         precision=precision,
         data_workers=data_workers,
         label=label or f"pretrain_base {arch}",

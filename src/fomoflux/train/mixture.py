@@ -15,7 +15,7 @@ Sources, in their fixed order: ``pretrain`` (the pretraining replay pool), ``upd
 from __future__ import annotations
 
 import math
-from typing import Collection, Mapping
+from collections.abc import Collection, Mapping
 
 from fomoflux.errors import ConfigError
 
@@ -78,7 +78,8 @@ def source_batch_sizes(
         recipients = [name for name in positive if name in has_data] or [name for name in SOURCES if name in has_data]
         if not recipients:
             raise ConfigError(
-                f"mixture: none of the sources with a ratio > 0 ({', '.join(positive)}) has samples at task {task_index}"
+                f"mixture: none of the sources with a ratio > 0 ({', '.join(positive)}) has samples "
+                f"at task {task_index}"
             )
         _split_evenly(freed, recipients, counts)
     return counts

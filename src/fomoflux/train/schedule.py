@@ -339,7 +339,8 @@ class MetaCosineSchedule(LRSchedule):
 
     η_max(0) = η0 (task 0 is the plain cosine); η_max(t) = cos_seg((t·D + 1)/((t + 1)·D); η0, η_min) with
     D = S − W, non-increasing in t (for S = 1420: ≈ 0.5 η0 at t = 1; at t = 19 0.00615 of the way from η_min
-    to η0, i.e. 0.0071 η0 with η_min = 1e-3 η0 and 0.006 η0 with η_min = 0). Non-increasing after the warmup; every task ends exactly at η_min.
+    to η0, i.e. 0.0071 η0 with η_min = 1e-3 η0 and 0.006 η0 with η_min = 0). Non-increasing after the warmup;
+    every task ends exactly at η_min.
     """
 
     @property

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from fomoflux.data.registry import DatasetSpec, spec_from_config
 from fomoflux.errors import ConfigError
@@ -25,6 +26,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "batch_size": 128,
     "lr": 1e-4,
     "weight_decay": 0.2,
+    # AdamW as the reference builds it (fomoflux.train.optimizer); the plan fills in betas and eps.
+    "optimizer": {"convention": "reference"},
     "warmup_fraction": 0.1,
     "min_lr_ratio": 1e-3,
     "grad_clip": 1.0,
@@ -49,8 +52,10 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 OPERATIONAL_TRAINING_KEYS = frozenset({"data_workers", "log_every", "compile", "grad_checkpointing", "resume"})
 MIXTURE_SOURCES = ("pretrain", "update", "buffer")
 # How a run's steps per task follow from full fine-tuning's `steps` (fomoflux.budget): equal Memory-Adjusted FLOPs,
-# equal FLOPs, or the configured steps as they are.
-BUDGET_MODES = ("maf", "flops", "fixed")
+# equal FLOPs, the configured steps as they are, or the run's entry of `budget.table` (e.g. the paper's Tab. 4).
+BUDGET_MODES = ("maf", "flops", "fixed", "table")
+# The modes that compare step profiles (the others need none).
+PROFILED_BUDGET_MODES = ("maf", "flops")
 DATASET_NAME = re.compile(r"[A-Za-z0-9_-]+")
 RUN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -146,7 +151,8 @@ class Plan:
     evaluation: Mapping[str, Any]
     figures: Mapping[str, Any]
     mini_datasets: tuple[str, ...] = field(default=())
-    budget: Mapping[str, Any] = field(default_factory=lambda: {"memory": "counted", "extra_pass_samples": None})
+    budget: Mapping[str, Any] = field(default_factory=lambda: {"memory": "counted", "extra_pass_samples": None,
+                                                               "table": {}})
     pool: str | None = None
     validation: Mapping[str, Any] = field(default_factory=lambda: {"enabled": False, "fraction": 0.1, "seed": 0})
     # Files the config names that are not there (a local checkpoint, local dataset copies): reported in one message.
@@ -161,7 +167,7 @@ class Plan:
         """Every step profile the runs' budgets need, by key: what to measure."""
         out: dict[str, dict[str, Any]] = {}
         for run in self.runs.values():
-            if not run.updates_weights or run.training["budget"] == "fixed":
+            if not run.updates_weights or run.training["budget"] not in PROFILED_BUDGET_MODES:
                 continue
             batch = run.training["batch_size"]
             out[run.profile_key()] = {"method": run.profile_method, "options": dict(run.profile_options),
@@ -171,6 +177,15 @@ class Plan:
 
     def reference_profile_key(self, run: str) -> str:
         return profile_key("finetune", {}, self.runs[run].training["batch_size"])
+
+    def budget_settings(self, run: str) -> dict[str, Any]:
+        """What a run's budget is computed from (rule run_budget's params): full fine-tuning's steps, the mode and
+        the batch size, and in mode ``table`` the run's steps per task from ``budget.table``."""
+        training = self.runs[run].training
+        settings = {k: training[k] for k in ("steps", "budget", "batch_size")}
+        if training["budget"] == "table":
+            settings["table_steps"] = int(self.budget["table"][run])
+        return settings
 
     @property
     def pool_dataset(self) -> str | None:
@@ -187,11 +202,14 @@ class Plan:
         return self.streams[self.runs[run].stream]
 
     def eval_tasks(self, run: str) -> list[int]:
+        """The tasks after which a run's checkpoint is scored on the fixed subset (its trajectory, with the base
+        model as task 0)."""
         return list(range(1, self.stream_of(run).num_tasks + 1))
 
-    def is_full_eval(self, run: str, task: int) -> bool:
-        """Full test sets before the stream (task 0) and after the last task; the fixed subset in between."""
-        return task == 0 or task == self.stream_of(run).num_tasks
+    def full_eval_task(self, run: str) -> int:
+        """The one task after which a run is also scored on the full test sets: its last (the base model's full
+        evaluation is the other full-test-set point)."""
+        return self.stream_of(run).num_tasks
 
 
 def _load_benchmark_registry(benchmark: Mapping[str, Any]) -> dict[str, DatasetSpec]:
@@ -231,11 +249,13 @@ def _load_benchmark_registry(benchmark: Mapping[str, Any]) -> dict[str, DatasetS
         return registry
     unknown = [n for n in chosen if n not in registry]
     if unknown:
-        raise ConfigError(f"benchmark.datasets: unknown mini-benchmark dataset(s) {unknown} (known: {sorted(registry)})")
+        raise ConfigError(
+            f"benchmark.datasets: unknown mini-benchmark dataset(s) {unknown} (known: {sorted(registry)})"
+        )
     return {n: registry[n] for n in registry if n in chosen}
 
 
-def _missing_files(registry: Mapping[str, DatasetSpec], model: "ModelPlan", workdir: Path) -> list[str]:
+def _missing_files(registry: Mapping[str, DatasetSpec], model: ModelPlan, workdir: Path) -> list[str]:
     missing = []
     if model.pretrained_file is not None and not (workdir / model.pretrained_file).is_file():
         missing.append(f"model.pretrained.file: checkpoint {model.pretrained_file} (the base model's weights)")
@@ -326,8 +346,10 @@ def _model_check_record(model: ModelPlan, workdir: Path, config: Mapping[str, An
     code = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(methods_dir.glob("*.py")))).hexdigest()
     blob = json_compact({
         "arch": model.arch, "model_config": model_config, "code": code,
-        "runs": {name: [raw.get("method"), raw.get("method_options", {})] for name, raw in config.get("runs", {}).items()},
-        "grids": {name: [raw.get("method"), raw.get("method_options", {})] for name, raw in config.get("grids", {}).items()},
+        **{
+            part: {name: [raw.get("method"), raw.get("method_options", {})] for name, raw in entries.items()}
+            for part, entries in (("runs", config.get("runs", {})), ("grids", config.get("grids", {})))
+        },
     })
     return workdir / ".snakemake" / "fomoflux" / "model_checks" / hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -384,7 +406,9 @@ def expand_grids(grids: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                     parts.append(f"{short}{_label(value)}")
             name = "-".join(parts)
             if name in runs:
-                raise ConfigError(f"grids.{grid}: two runs would be named {name!r}; give the swept values distinct labels")
+                raise ConfigError(
+                    f"grids.{grid}: two runs would be named {name!r}; give the swept values distinct labels"
+                )
             runs[name] = run
     return runs
 
@@ -417,7 +441,9 @@ def build_plan(config: Mapping[str, Any], workdir: str | Path = ".", *, check_ag
     if pretrain is not None:
         pool = pretrain.get("dataset", "pool")
         if pool not in registry or registry[pool].role != "pretraining":
-            raise ConfigError(f"model.pretrained.pretrain.dataset: {pool!r} is not a pretraining dataset of the registry")
+            raise ConfigError(
+                f"model.pretrained.pretrain.dataset: {pool!r} is not a pretraining dataset of the registry"
+            )
     model = ModelPlan(model_cfg["name"], model_cfg["arch"], model_config_path, pretrained_file, pretrain)
 
     streams = {name: build_stream(name, cfg, registry) for name, cfg in config["streams"].items()}
@@ -454,14 +480,21 @@ def build_plan(config: Mapping[str, Any], workdir: str | Path = ".", *, check_ag
             raise ConfigError(f"{where}.stream: unknown stream {stream!r} (defined: {sorted(streams)})")
         unknown = sorted(set(raw.get("training", {})) - set(TRAINING_DEFAULTS))
         if unknown:
-            raise ConfigError(f"{where}.training: unknown key {unknown[0]!r} (known: {', '.join(sorted(TRAINING_DEFAULTS))})")
+            raise ConfigError(
+                f"{where}.training: unknown key {unknown[0]!r} (known: {', '.join(sorted(TRAINING_DEFAULTS))})"
+            )
         training = {**base_training, **raw.get("training", {})}
         training["mixture"] = _resolve_mixture(training["mixture"], mixtures, f"{where}.training")
         training["buffer"] = _check_buffer(training["buffer"], f"{where}.training.buffer")
         if training["mixture"]["pretrain"] > 0 and pool is None:
-            raise ConfigError(f"{where}.training.mixture: replays the pretraining pool, but no pretraining dataset is registered")
+            raise ConfigError(
+                f"{where}.training.mixture: replays the pretraining pool, but no pretraining dataset is registered"
+            )
         if training["budget"] not in BUDGET_MODES:
-            raise ConfigError(f"{where}.training.budget: {training['budget']!r} is not one of {', '.join(BUDGET_MODES)}")
+            raise ConfigError(
+                f"{where}.training.budget: {training['budget']!r} is not one of {', '.join(BUDGET_MODES)}"
+            )
+        training["optimizer"] = _resolve_optimizer(training["optimizer"], f"{where}.training.optimizer")
         _check_schedule(where, training)
         if "method" not in raw:
             raise ConfigError(f"{where}: no method given")
@@ -476,6 +509,7 @@ def build_plan(config: Mapping[str, Any], workdir: str | Path = ".", *, check_ag
                     f"({streams[stream].num_tasks} tasks{' + θ0' if oneshot.get('include_base') else ''})"
                 )
         runs[name] = RunPlan(name, raw["method"], options, stream, int(raw.get("seed", 0)), training, **method)
+    budget = _budget_settings(config.get("budget", {}), runs)
 
     if meta_model is not None and check_record is not None:
         from fomoflux.io import write_text
@@ -498,7 +532,9 @@ def build_plan(config: Mapping[str, Any], workdir: str | Path = ".", *, check_ag
     for comparison, spec in figures.get("comparisons", {}).items():
         for run in spec["runs"]:
             if run not in runs:
-                raise ConfigError(f"figures.comparisons.{comparison}.runs: unknown run {run!r} (runs: {', '.join(runs)})")
+                raise ConfigError(
+                    f"figures.comparisons.{comparison}.runs: unknown run {run!r} (runs: {', '.join(runs)})"
+                )
 
     return Plan(
         results=Path(config.get("results", "results")),
@@ -511,7 +547,7 @@ def build_plan(config: Mapping[str, Any], workdir: str | Path = ".", *, check_ag
         evaluation=evaluation,
         figures=figures,
         mini_datasets=mini_names,
-        budget={"memory": "counted", "extra_pass_samples": None, **config.get("budget", {})},
+        budget=budget,
         pool=pool,
         validation={"enabled": False, "fraction": 0.1, "seed": 0, **config.get("validation", {})},
         missing=tuple(_missing_files(registry, model, workdir)),
@@ -526,6 +562,30 @@ def _tracking_settings(raw: Mapping[str, Any] | None, *, check_packages: bool) -
     if check_packages:
         check_tracking_packages(settings)
     return settings
+
+
+def _resolve_optimizer(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    from fomoflux.train.optimizer import resolve_optimizer
+
+    return resolve_optimizer(raw, where)
+
+
+def _budget_settings(raw: Mapping[str, Any], runs: Mapping[str, RunPlan]) -> dict[str, Any]:
+    """``budget:`` with defaults; every run in mode ``table`` must have its steps per task in ``budget.table``.
+
+    Entries for runs not in table mode (or not declared) are unused, so one table can serve several configs."""
+    budget = {"memory": "counted", "extra_pass_samples": None, **raw}
+    table = dict(budget.get("table") or {})
+    for run, steps in table.items():
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"budget.table.{run}: steps per task must be an integer >= 1, got {steps!r}")
+    for name, run in runs.items():
+        if run.updates_weights and run.training["budget"] == "table" and name not in table:
+            listed = ", ".join(sorted(table)) or "none"
+            raise ConfigError(f"runs.{name}.training.budget: 'table' takes the run's steps per task from "
+                              f"budget.table, which has no entry {name!r} (entries: {listed})")
+    budget["table"] = table
+    return budget
 
 
 def _check_schedule(where: str, training: Mapping[str, Any]) -> None:
@@ -550,10 +610,14 @@ def _choose_pool(registry: Mapping[str, DatasetSpec], chosen: str | None) -> str
     pools = [n for n, s in registry.items() if s.role == "pretraining"]
     if chosen is not None:
         if chosen not in pools:
-            raise ConfigError(f"pool: {chosen!r} is not a pretraining dataset of the registry (those are: {pools or 'none'})")
+            raise ConfigError(
+                f"pool: {chosen!r} is not a pretraining dataset of the registry (those are: {pools or 'none'})"
+            )
         return chosen
     if len(pools) > 1:
-        raise ConfigError(f"pool: several pretraining datasets are registered ({', '.join(pools)}); name the replayed one")
+        raise ConfigError(
+            f"pool: several pretraining datasets are registered ({', '.join(pools)}); name the replayed one"
+        )
     return pools[0] if pools else None
 
 

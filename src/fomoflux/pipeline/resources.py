@@ -21,9 +21,10 @@ Time of a task update = its FLOPs (steps x FLOPs per step, from the method's ste
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from fomoflux.errors import ConfigError
 
@@ -64,7 +65,7 @@ class ResourceSettings:
     base_memory_mb: int = 3072  # Python, torch, open_clip, polars, and the job's own Snakemake
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any] | None) -> "ResourceSettings":
+    def from_config(cls, section: Mapping[str, Any] | None) -> ResourceSettings:
         section = dict(section or {})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(section) - known)

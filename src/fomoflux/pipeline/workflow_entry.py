@@ -6,8 +6,9 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -16,7 +17,9 @@ def job_log(snakemake: Any) -> Iterator[logging.Logger]:
     path = Path(snakemake.log[0])
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", buffering=1) as handle, contextlib.redirect_stderr(handle), contextlib.redirect_stdout(handle):
-        logging.basicConfig(stream=handle, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
+        logging.basicConfig(
+            stream=handle, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
+        )
         logger = logging.getLogger(f"fomoflux.{snakemake.rule}")
         try:
             yield logger
@@ -33,7 +36,7 @@ def set_threads(threads: int) -> None:
 
 def run_job(snakemake: Any, stage: Callable[..., None]) -> None:
     """Run ``stage(snakemake, plan, logger)`` with the job's log and thread count applied."""
-    from fomoflux.plan import build_plan
+    from fomoflux.pipeline.plan import build_plan
 
     with job_log(snakemake) as logger:
         set_threads(snakemake.threads)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,13 +17,16 @@ from typing import Any
 from fomoflux import io
 from fomoflux.device import DistributedContext, resolve_device, resolve_precision
 from fomoflux.errors import DataError
-from fomoflux.plan import Plan
+from fomoflux.pipeline.plan import Plan
+from fomoflux.pipeline.task_data import (
+    load_buffer,
+    load_samples,
+    manifest_paths,
+    replay_sample,
+    select_rows,
+)
 
 Job = Any  # the `snakemake` object injected into scripts
-
-
-def _manifests(dataset_dirs) -> list[Path]:
-    return [Path(d) / "manifest.parquet" for d in dataset_dirs]
 
 
 # ---- data ------------------------------------------------------------------------------------------------
@@ -105,7 +108,7 @@ def _order_stream_from_data(job: Job, plan: Plan, stream, log: logging.Logger):
 
     inputs: dict[str, Any] = {}
     if "pool" in stream.needs:
-        inputs["pool_manifests"] = _manifests([job.input.pool])
+        inputs["pool_manifests"] = manifest_paths([job.input.pool])
     if "class_accuracy" in stream.needs:
         frame = pl.read_parquet(job.input.class_accuracy)
         accuracy = dict(zip(frame["entry"].to_list(), frame["accuracy"].to_list()))
@@ -124,7 +127,7 @@ def _order_stream_from_data(job: Job, plan: Plan, stream, log: logging.Logger):
         specs = [plan.registry[name] for name in stream.datasets()]
         inputs["embeddings"] = class_text_embeddings(model, tokenizer, specs, list(stream.entries), device=device).cpu()
     if "manifests" in stream.needs:
-        rows = _select(_manifests(job.input.datasets), plan, split="train", entries=list(stream.entries))
+        rows = select_rows(manifest_paths(job.input.datasets), plan, split="train", entries=list(stream.entries))
         counts = rows.group_by("dataset", "class_name").len()
         found = {f"{d}+++{c}": n for d, c, n in counts.iter_rows()}
         inputs["sample_counts"] = {e: found.get(e, 0) for e in stream.entries}
@@ -134,62 +137,8 @@ def _order_stream_from_data(job: Job, plan: Plan, stream, log: logging.Logger):
 # ---- samples -----------------------------------------------------------------------------------------------
 
 
-def replay_sample(n_rows: int, draws: int, seed: int, task: int) -> list[int] | None:
-    """Row indices of the pool's replay sample for one task: ``draws`` rows without replacement (sorted), seeded
-    by (seed, task); None when the pool is no larger than that.
-
-    A task draws at most steps x pool-share samples from the pool, so decoding the whole pool per task (1.3M pairs
-    in the paper's setting) would be wasted work. Uniform draws from a uniform sample are uniform draws from the pool.
-    """
-    if draws >= n_rows:
-        return None
-    import numpy as np
-
-    chosen = np.random.default_rng([seed, task, 0x9001]).choice(n_rows, size=draws, replace=False)
-    return sorted(chosen.tolist())
-
-
-def _select(manifests: list[Path], plan: Plan, *, split: str, dataset: str | None = None,
-            entries: list[str] | None = None, part: str = "train"):
-    """Manifest rows of one dataset or of stream entries. In validation mode, rows of a training split are cut into
-    the seeded train / validation parts and ``part`` says which one is wanted."""
-    from fomoflux.data.catalog import select_rows
-    from fomoflux.data.loading import READ_COLUMNS
-
-    # Only what reading the samples later needs (no captions: they are read with the images).
-    rows = select_rows(manifests, split=split, dataset=dataset, entries=entries,
-                       columns=[*READ_COLUMNS, "class_name"])
-    validation = plan.validation
-    if validation["enabled"] and split == "train" and (dataset is None or plan.registry[dataset].role == "adaptation"):
-        from fomoflux.data.validation import split_rows
-
-        rows = split_rows(rows, part, fraction=validation["fraction"], seed=validation["seed"])
-    return rows
-
-
-def _samples(manifests: list[Path], rows):
-    """Manifest rows as samples on disk, read lazily (``DiskSamples``; None for no rows)."""
-    from fomoflux.data.loading import disk_samples
-
-    # Manifests name shards relative to the folder that holds the dataset folders.
-    return disk_samples(manifests[0].parent.parent, rows)
-
-
-def _load(manifests: list[Path], plan: Plan, *, split: str, dataset: str | None = None,
-          entries: list[str] | None = None, keep: Callable[[int], list[int] | None] | None = None,
-          part: str = "train"):
-    """The samples of one dataset or of stream entries, from the manifests of a job's input datasets, as samples on
-    disk: only their manifest rows are held, and images are read when a batch needs them. ``keep(n_rows)`` may
-    choose which of the selected rows to keep."""
-    rows = _select(manifests, plan, split=split, dataset=dataset, entries=entries, part=part)
-    chosen = keep(rows.height) if keep is not None and rows.height else None
-    if chosen is not None:
-        rows = rows[chosen]
-    return _samples(manifests, rows)
-
-
 def _data_workers(setting: Any, device, threads: int) -> int:
-    from fomoflux.resources import data_workers
+    from fomoflux.pipeline.resources import data_workers
 
     return data_workers(setting, threads, on_gpu=getattr(device, "type", str(device)) == "cuda")
 
@@ -210,7 +159,9 @@ def _compute_device(log: logging.Logger, precision: str):
     return device
 
 
-def _tracking_target(plan: Plan, name: str, part: str, *, step_offset: int = 0, config: Mapping[str, Any] | None = None):
+def _tracking_target(
+    plan: Plan, name: str, part: str, *, step_offset: int = 0, config: Mapping[str, Any] | None = None
+):
     """What a job tracks (``fomoflux.tracking``), or None with tracking off. Read from the plan, never from params:
     switching tracking on or off reruns nothing."""
     from fomoflux.tracking import TrackingTarget, tracking_dir, tracking_enabled
@@ -235,7 +186,7 @@ def pretrain_base(job: Job, plan: Plan, log: logging.Logger) -> None:
     from fomoflux.train.loop import pretrain_base as pretrain
 
     cfg = dict(job.params.pretrain)
-    pool = _load(_manifests([job.input.pool]), plan, split="train", dataset=cfg["dataset"])
+    pool = load_samples(manifest_paths([job.input.pool]), plan, split="train", dataset=cfg["dataset"])
     if pool is None:
         raise DataError(f"{job.input.pool}: the pretraining pool {cfg['dataset']!r} has no training samples")
     log.info("pretraining %s on %d pool samples for %d steps", plan.model.arch, len(pool), cfg["steps"])
@@ -284,7 +235,7 @@ def class_accuracy(job: Job, plan: Plan, log: logging.Logger) -> None:
     from fomoflux.orderings import per_class_accuracy
 
     device = _compute_device(log, "auto")
-    manifests = _manifests(job.input.datasets)
+    manifests = manifest_paths(job.input.datasets)
     model, tokenizer = _model(plan, job.input.checkpoint, device)
     model.eval()
     frames = []
@@ -292,7 +243,7 @@ def class_accuracy(job: Job, plan: Plan, log: logging.Logger) -> None:
         if spec.role != "adaptation" or not spec.classnames:
             continue
         split = "test" if "test" in spec.splits else "train"
-        samples = _load(manifests, plan, split=split, dataset=name)
+        samples = load_samples(manifests, plan, split=split, dataset=name)
         if samples is None:
             log.warning("dataset %s has no %s samples: its classes get no accuracy", name, split)
             continue
@@ -361,12 +312,12 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
 
     from fomoflux.device import check_gpus, run_distributed, split_batch_size
     from fomoflux.methods import TaskContext, get_method, load_method_state
-    from fomoflux.plan import OPERATIONAL_TRAINING_KEYS, TRAINING_DEFAULTS
+    from fomoflux.pipeline.plan import OPERATIONAL_TRAINING_KEYS, TRAINING_DEFAULTS
     from fomoflux.train.loop import TaskUpdateConfig, run_task_update
 
     spec = job.params.spec
     task = spec["task"]
-    manifests = _manifests(job.input.datasets)
+    manifests = manifest_paths(job.input.datasets)
     run = plan.runs[spec["run"]]
     stream = plan.streams[run.stream]
     training = spec["training"]
@@ -393,9 +344,9 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
     steps = int(io.read_json(job.input.budget)["steps"])  # from the run's compute budget (rule run_budget)
     sources = {"update": None, "buffer": None, "pretrain": None}
     if run.updates_weights:
-        sources["update"] = _load(manifests, plan, split="train", entries=task_entries[-1])
+        sources["update"] = load_samples(manifests, plan, split="train", entries=task_entries[-1])
         if task > 1 and training["mixture"]["buffer"] > 0:
-            sources["buffer"] = _load_buffer(manifests, plan, task_entries[:-1], training["buffer"], spec["seed"])
+            sources["buffer"] = load_buffer(manifests, plan, task_entries[:-1], training["buffer"], spec["seed"])
         if training["mixture"]["pretrain"] > 0:
             from fomoflux.train.mixture import source_batch_sizes
 
@@ -403,7 +354,7 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
             available = [k for k, v in sources.items() if v is not None] + ["pretrain"]
             share = source_batch_sizes(training["batch_size"], training["mixture"], task - 1, available=available)
             draws = steps * share["pretrain"]
-            sources["pretrain"] = _load(
+            sources["pretrain"] = load_samples(
                 manifests, plan, split="train", dataset=plan.pool_dataset,
                 keep=lambda n: replay_sample(n, draws, spec["seed"], task),
             )
@@ -416,6 +367,9 @@ def train_task(job: Job, plan: Plan, log: logging.Logger) -> None:
         batch_size=training["batch_size"],
         lr=training["lr"],
         weight_decay=training["weight_decay"],
+        optimizer=training["optimizer"]["convention"],
+        betas=tuple(training["optimizer"]["betas"]),
+        eps=training["optimizer"]["eps"],
         warmup_fraction=training["warmup_fraction"],
         min_lr_ratio=training["min_lr_ratio"],
         grad_clip=training["grad_clip"],
@@ -504,31 +458,6 @@ def _clear_snapshots(cfg) -> None:
         Snapshots(cfg.resume_dir, cfg.resume_key).clear()
 
 
-def _load_buffer(manifests: list[Path], plan: Plan, past_tasks: list[list[str]], buffer: dict, seed: int):
-    """The replay buffer when the next task trains: every training sample of the past tasks, or the bounded
-    selection of ``buffer`` (reservoir / per-class quota) over them in stream order. Only what the buffer holds is
-    decoded."""
-    import polars as pl
-
-    from fomoflux.train.buffer import select_buffer
-
-    past = [e for entries in past_tasks for e in entries]
-    rows = _select(manifests, plan, split="train", entries=past)
-    if buffer["policy"] != "all":
-        task_of = pl.DataFrame(
-            {"entry": past, "task": [t for t, entries in enumerate(past_tasks, 1) for _ in entries]},
-            schema={"entry": pl.String, "task": pl.Int64},
-        )
-        rows = (
-            rows.with_columns((pl.col("dataset") + "+++" + pl.col("class_name")).alias("entry"))
-            .join(task_of, on="entry", how="left")
-            .drop("entry")
-            .sort("task", "dataset", "index")
-        )
-        rows = select_buffer(rows, policy=buffer["policy"], size=buffer["size"], seed=seed).drop("task")
-    return _samples(manifests, rows)
-
-
 # ---- budgets and merges -----------------------------------------------------------------------------------
 
 
@@ -560,6 +489,9 @@ def run_budget(job: Job, plan: Plan, log: logging.Logger) -> None:
     training = job.params.training
     if training["budget"] == "fixed":
         budget = {"steps": int(training["steps"]), "reference_steps": int(training["steps"]), "mode": "fixed"}
+    elif training["budget"] == "table":
+        # Steps taken as given (budget.table, e.g. the paper's Tab. 4); `steps` stays full fine-tuning's.
+        budget = {"steps": int(training["table_steps"]), "reference_steps": int(training["steps"]), "mode": "table"}
     else:
         reference = StepProfile.from_dict(io.read_json(job.input.reference))
         method = StepProfile.from_dict(io.read_json(job.input.method))
@@ -572,16 +504,22 @@ def run_budget(job: Job, plan: Plan, log: logging.Logger) -> None:
 
 def merge_task(job: Job, plan: Plan, log: logging.Logger) -> None:
     from fomoflux.merge import merge_checkpoints
-    from fomoflux.methods.merging import merge_weights
+    from fomoflux.methods.merging import merge_is_copy, merge_weights
 
     spec = dict(job.params.merge)
     checkpoints = list(job.input.checkpoints)
     weights = merge_weights(spec, len(checkpoints))
     started = time.perf_counter()
-    state = merge_checkpoints(
-        job.input.base, checkpoints, weights, operator=spec["operator"], options=spec["operator_options"],
-        lines=spec["lines"], seed=spec["seed"],
-    )
+    if merge_is_copy(spec, len(checkpoints)):
+        # Nothing to merge (the reference's unrolled merge of [θ1], its offline merge after task 1): θ1 as is.
+        from safetensors.torch import load_file
+
+        state = load_file(checkpoints[0])
+    else:
+        state = merge_checkpoints(
+            job.input.base, checkpoints, weights, operator=spec["operator"], options=spec["operator_options"],
+            lines=spec["lines"], seed=spec["seed"],
+        )
     log.info("%s merge (%s) of %d checkpoints, weights %s, in %.1f s", spec["kind"], spec["operator"],
              len(checkpoints), [round(w, 4) for w in weights], time.perf_counter() - started)
     io.write_safetensors(job.output[0], state, metadata={"arch": plan.model.arch, "run": job.wildcards.run,
@@ -598,7 +536,7 @@ def evaluate(job: Job, plan: Plan, log: logging.Logger) -> None:
 
     params = job.params.eval
     device = _compute_device(log, "auto")
-    manifests = _manifests(job.input.datasets)
+    manifests = manifest_paths(job.input.datasets)
     model, tokenizer = _model(plan, job.input.checkpoint, device)
     model.eval()
     subset_cfg = params["subset"]
@@ -607,13 +545,15 @@ def evaluate(job: Job, plan: Plan, log: logging.Logger) -> None:
         spec = plan.registry[name]
         if plan.validation["enabled"] and spec.role == "adaptation":
             # Validation mode: adaptation datasets are scored on their held-out training samples, never on test.
-            samples = _load(manifests, plan, split="train", dataset=name, part="validation")
+            samples = load_samples(manifests, plan, split="train", dataset=name, part="validation")
         else:
-            samples = _load(manifests, plan, split="test", dataset=name)
+            samples = load_samples(manifests, plan, split="test", dataset=name)
         if samples is None:
             raise DataError(f"dataset {name!r} has no {'validation' if plan.validation['enabled'] else 'test'} "
                             "samples to evaluate")
         if not params["full"]:
+            # The fixed subset: drawn from this dataset's own class ids and the seed only, so it is the same at
+            # every trajectory point (the base model's and every task's), whichever other datasets are evaluated.
             samples = samples.select(
                 stratified_subset(
                     samples.class_ids,
@@ -630,7 +570,8 @@ def evaluate(job: Job, plan: Plan, log: logging.Logger) -> None:
     table = evaluate_datasets(model, tokenizer, datasets, batch_size=plan.evaluation["batch_size"], device=device,
                               workers=workers, label=label)
     table = table.with_columns(pl.lit(not params["full"]).alias("subset"))
-    log.info("evaluated %d datasets in %.1f s\n%s", len(datasets), time.perf_counter() - started, table)
+    log.info("evaluated %d datasets (%s) in %.1f s\n%s", len(datasets),
+             "full test sets" if params["full"] else "fixed subset", time.perf_counter() - started, table)
     io.write_parquet(job.output[0], table)
 
 
@@ -640,22 +581,26 @@ def evaluate(job: Job, plan: Plan, log: logging.Logger) -> None:
 def aggregate_run(job: Job, plan: Plan, log: logging.Logger) -> None:
     import polars as pl
 
-    from fomoflux.metrics import matrix_from_evals, summarize
+    from fomoflux.metrics import run_tables
 
     run = job.wildcards.run
-    evals = [pl.read_parquet(p) for p in job.input]
+    evals = [pl.read_parquet(p) for p in job.input.subset]
+    full = [pl.read_parquet(p) for p in job.input.full]
     tasks = job.params.tasks
     if job.params.updates:
         by_task = dict(enumerate(evals))
+        full_by_task = {0: full[0], tasks: full[1]}
     else:
-        # The zero-shot reference: the base model's evaluation at every task.
+        # The zero-shot reference: the base model's evaluations at every task.
         by_task = {t: evals[0] for t in range(tasks + 1)}
-    subset_flags = {t: bool(frame["subset"][0]) if "subset" in frame.columns else False for t, frame in by_task.items()}
-    matrix = matrix_from_evals(run, by_task, subset_flags)
-    summary = summarize(matrix)
+        full_by_task = {0: full[0], tasks: full[0]}
+    tables = run_tables(run, by_task, full_by_task)
+    matrix, summary = tables.metrics, tables.summary
     io.write_parquet(job.output.metrics, matrix)
     io.write_parquet(job.output.summary, summary)
-    log.info("%s", summary)
+    io.write_parquet(job.output.metrics_full, tables.metrics_full)
+    io.write_parquet(job.output.summary_full, tables.summary_full)
+    log.info("trajectory (fixed subset):\n%s\nfull test sets:\n%s", summary, tables.summary_full)
     target = _tracking_target(plan, run, "eval", config=_run_settings(plan, run))
     if target is not None:
         # The evaluation matrix per task, beside the run's training curves (replacing an earlier aggregation's).
@@ -700,7 +645,9 @@ def results_db(job: Job, plan: Plan, log: logging.Logger) -> None:
     matrices = [pl.read_parquet(p) for p in job.input.metrics]
     summaries = [pl.read_parquet(p) for p in job.input.summary]
     runs = [io.read_json(p) for p in job.input.configs] if "configs" in job.input.keys() else None
-    write_results_db(Path(job.output[0]), matrices, summaries, runs=runs)
+    write_results_db(Path(job.output[0]), matrices, summaries, runs=runs,
+                     full_matrices=[pl.read_parquet(p) for p in job.input.metrics_full],
+                     full_summaries=[pl.read_parquet(p) for p in job.input.summary_full])
 
 
 def plot_trajectories(job: Job, plan: Plan, log: logging.Logger) -> None:
@@ -711,6 +658,15 @@ def plot_trajectories(job: Job, plan: Plan, log: logging.Logger) -> None:
     summary = pl.concat([pl.read_parquet(p) for p in job.input], how="diagonal_relaxed")
     plot(summary, Path(job.output.png), Path(job.output.pdf), title=job.params.figures.get("title"),
          zero_shot_runs=_zero_shot_runs(plan))
+
+
+def plot_full_test_sets(job: Job, plan: Plan, log: logging.Logger) -> None:
+    import polars as pl
+
+    from fomoflux.plots import plot_full_test_sets as plot
+
+    summary = pl.concat([pl.read_parquet(p) for p in job.input], how="diagonal_relaxed")
+    plot(summary, Path(job.output.png), Path(job.output.pdf), zero_shot_runs=_zero_shot_runs(plan))
 
 
 def _zero_shot_runs(plan: Plan, labels: dict | None = None) -> list[str]:
@@ -787,6 +743,10 @@ def score_tables(job: Job, plan: Plan, log: logging.Logger) -> None:
 
     from fomoflux.tables import write_score_tables
 
-    summary = pl.concat([pl.read_parquet(p) for p in job.input], how="diagonal_relaxed")
+    summary = pl.concat([pl.read_parquet(p) for p in job.input.summary], how="diagonal_relaxed")
     final = write_score_tables(summary, job.params.runs, Path(job.output.csv), Path(job.output.html))
-    log.info("%s", final)
+    log.info("trajectories' last points (fixed subset):\n%s", final)
+    summary_full = pl.concat([pl.read_parquet(p) for p in job.input.summary_full], how="diagonal_relaxed")
+    final_full = write_score_tables(summary_full, job.params.runs, Path(job.output.full_csv),
+                                    Path(job.output.full_html), full=True)
+    log.info("full test sets:\n%s", final_full)

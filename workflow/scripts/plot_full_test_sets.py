@@ -1,0 +1,6 @@
+"""Snakemake entry point of rule(s) using this script; the logic is fomoflux.pipeline.stages.plot_full_test_sets."""
+
+from fomoflux.pipeline.stages import plot_full_test_sets
+from fomoflux.pipeline.workflow_entry import run_job
+
+run_job(snakemake, plot_full_test_sets)  # noqa: F821 (snakemake is injected by the script directive)
