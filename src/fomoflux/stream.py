@@ -212,24 +212,12 @@ def order_segment(segment: Mapping[str, Any], registry: Mapping[str, DatasetSpec
 
 
 def validate_entries(entries: Sequence[str], registry: Mapping[str, DatasetSpec], where: str) -> None:
-    """Every entry names an adaptation dataset of the registry and one of its streamed classes; no entry twice."""
-    seen: set[str] = set()
-    classes = {name: set(spec.classnames) for name, spec in registry.items()}
-    for position, entry in enumerate(entries):
-        dataset, classname = split_entry(entry)
-        if dataset not in registry:
-            raise ConfigError(f"{where}: entry {position} {entry!r}: unknown dataset {dataset!r}")
-        if registry[dataset].role != "adaptation":
-            raise ConfigError(f"{where}: entry {position} {entry!r}: {dataset!r} is not an adaptation dataset")
-        if classname not in classes[dataset]:
-            raise ConfigError(f"{where}: entry {position} {entry!r}: dataset {dataset!r} has no class {classname!r}")
-        if classname in registry[dataset].unstreamed:
-            raise ConfigError(f"{where}: entry {position} {entry!r}: class {classname!r} of {dataset!r} is never "
-                              "streamed (it has no training samples)")
-        if entry in seen:
-            first = list(entries).index(entry)
-            raise ConfigError(f"{where}: entry {position} {entry!r} occurs twice in the stream (first at {first})")
-        seen.add(entry)
+    """Every entry names an adaptation dataset of the registry and one of its streamed classes; no entry twice
+    (``fomoflux.orderings.stream_file.check_stream_file`` over every adaptation dataset)."""
+    from fomoflux.orderings.stream_file import check_stream_file
+
+    adaptation = [name for name, spec in registry.items() if spec.role == "adaptation"]
+    check_stream_file(entries, registry, adaptation, where, complete=False)
 
 
 def chunk(

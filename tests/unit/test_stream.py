@@ -168,5 +168,5 @@ def test_unstreamed_classes_are_left_out_and_refused():
 
 
 def test_duplicate_entry_names_both_positions(registry):
-    with pytest.raises(ConfigError, match=r"entry 2 'A\+\+\+a0' occurs twice in the stream \(first at 0\)"):
+    with pytest.raises(ConfigError, match=r"entry 2 'A\+\+\+a0' occurs twice \(first at entry 0\)"):
         build_stream("s", {"ordering": "entries", "entries": ["A+++a0", "A+++a1", "A+++a0"], "tasks": 1}, registry)
