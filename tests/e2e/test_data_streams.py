@@ -243,9 +243,12 @@ def test_real_dataset_path_offline(tmp_path):
     assert manifest["captions"][0][0].endswith("seen up close.")
     assert pl.read_parquet(project.path("data", "laion_subset", "manifest.parquet")).height == 80
     assert pl.read_parquet(project.path("data", "CIFAR10", "manifest.parquet")).height == 30
+    # The trajectory's last point is on the fixed subset (n = min(N, max(2C, min_size, N/10))): CIFAR10's 30 test
+    # images give 20; DTD's 47 held-out images are all kept. The full test sets are scored apart.
     final = pl.read_parquet(project.path("runs", "finetune", "eval", "task002.parquet"))
-    sizes = dict(zip(final["dataset"], final["n"]))
-    assert sizes == {"DTD": 47, "CIFAR10": 30}
+    assert dict(zip(final["dataset"], final["n"])) == {"DTD": 47, "CIFAR10": 20}
+    full = pl.read_parquet(project.path("runs", "finetune", "eval_full", "task002.parquet"))
+    assert dict(zip(full["dataset"], full["n"])) == {"DTD": 47, "CIFAR10": 30}
     train_log = project.path("logs", "train_task", "finetune", "task001.log").read_text()
     assert _sources_logged(project.path("logs", "train_task", "finetune", "task001.log"))["update"] == 24, train_log
     summary = pl.read_parquet(project.path("runs", "finetune", "summary.parquet"))

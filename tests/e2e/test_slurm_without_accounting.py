@@ -62,5 +62,14 @@ def test_without_accounting_jobs_are_followed_with_squeue_and_two_gpu_training_i
     two, one = load_file(project.path(*checkpoint)), load_file(finished.path(*checkpoint))
     assert two.keys() == one.keys()
     for name in one:
-        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-4, msg=name)
+        ours, reference = two[name], one[name]
+        if name.endswith("in_proj_bias"):
+            # The key bias has a zero gradient in exact arithmetic (softmax is shift invariant), so its float
+            # gradient is rounding noise that AdamW (eps 1e-8) turns into lr-sized steps of either sign; summing it
+            # over two ranks rounds differently from one process. Query and value biases are compared.
+            width = reference.shape[0] // 3
+            ours, reference = torch.cat([ours[:width], ours[2 * width :]]), torch.cat(
+                [reference[:width], reference[2 * width :]]
+            )
+        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4, msg=name)
     assert project.path(*checkpoint).read_bytes() != finished.path(*checkpoint).read_bytes()  # really retrained
