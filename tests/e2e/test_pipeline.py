@@ -422,3 +422,11 @@ def test_schedule_comparison_config_plans(tmp_path):
     project = make_project(tmp_path / "project", config=REPO / "config" / "schedules.yaml")
     planned = rules(project.planned_jobs())
     assert planned["train_task"] == 7 * 5 and planned["plot_schedules"] == 1
+
+
+def test_seed_findings_config_plans(tmp_path):
+    """config/seeds.yaml: five trained runs on each of three seeds' streams, one comparison figure per seed."""
+    project = make_project(tmp_path / "project", config=REPO / "config" / "seeds.yaml")
+    planned = rules(project.planned_jobs())
+    assert planned["train_task"] == 3 * 5 * 5 and planned["build_stream"] == 3
+    assert planned["plot_comparison"] == 3 and planned["evaluate_task_full"] == 3 * 5

@@ -140,7 +140,7 @@ def filled(path: Path, schema) -> dict:
     return config
 
 
-@pytest.mark.parametrize("preset", ["orderings", "mixtures", "schedules"])
+@pytest.mark.parametrize("preset", ["orderings", "mixtures", "schedules", "seeds"])
 def test_presets_share_the_default_data_root_and_agree_on_what_it_holds(schema, preset):
     default = filled(ROOT / "config" / "config.yaml", schema)
     config = filled(ROOT / "config" / f"{preset}.yaml", schema)
@@ -148,6 +148,24 @@ def test_presets_share_the_default_data_root_and_agree_on_what_it_holds(schema, 
     assert config["data_root"] == default.get("data_root", default["results"])
     for block in SHARED_BLOCKS:
         assert config.get(block) == default.get(block), f"{preset}.yaml: {block} differs from config.yaml's"
+
+
+def test_the_seed_findings_preset_repeats_the_default_runs_on_seed_zero(schema):
+    """config/seeds.yaml's seed-0 runs are the default experiment's (same stream, options and training), so its
+    seed 0 is the default run's result; seeds 1 and 2 change only the stream's and the training draws' seed."""
+    default = filled(ROOT / "config" / "config.yaml", schema)
+    seeds = filled(ROOT / "config" / "seeds.yaml", schema)
+    assert seeds["streams"]["random"] == default["streams"]["random"]
+    assert seeds["training"] == default["training"] and seeds["mixtures"]["paper"] == default["mixtures"]["paper"]
+    drawn = ("seed", "stream")
+    for seed in (0, 1, 2):
+        stream = "random" if seed == 0 else f"random_s{seed}"
+        assert {**seeds["streams"][stream], "seed": 0} == default["streams"]["random"], stream
+        for name in ("finetune", "lora", "bitfit", "ema_merge"):
+            run = seeds["runs"][f"{name}_s{seed}"]
+            assert (run["seed"], run["stream"]) == (seed, stream), name
+            reference = {k: v for k, v in default["runs"][name].items() if k not in drawn}
+            assert {k: v for k, v in run.items() if k not in drawn} == reference, name
 
 
 # ---- --config values --------------------------------------------------------------------------------------------
