@@ -162,7 +162,9 @@ def test_runs_table_selects_grid_runs_by_setting(plan, tmp_path):
     settings = [run_settings(built, name, budgets.get(name)) for name in built.runs]
     lora = next(s for s in settings if s["run"] == "lora")
     assert lora["method_options"] == {"rank": 4} and lora["steps_per_task"] == 45 and lora["tasks"] == 5
-    assert lora["training"]["lr"] == 1e-3 and lora["training"]["log_every"] == 10  # defaults filled in
+    # The run's own override (config.yaml: LoRA at lr 1e-2) beside a default filled in (log_every).
+    assert lora["training"]["lr"] == 1e-2 and lora["training"]["log_every"] == 10
+    assert next(s for s in settings if s["run"] == "finetune")["training"]["lr"] == 1e-3
     zeroshot = next(s for s in settings if s["run"] == "zeroshot")
     assert zeroshot["steps_per_task"] == 0 and zeroshot["budget"] is None
 
