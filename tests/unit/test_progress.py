@@ -98,8 +98,19 @@ def test_terminal_gets_tqdm_and_a_file_gets_lines(tmp_path):
         bar.advance(10)
         bar.report(loss=1.0)
         bar.close()
-    shown = os.read(leader, 4096).decode()
+    # One read returns what the pty holds at that moment, which may be only tqdm's first draw: read until the
+    # closed follower side gives EOF (EIO on Linux).
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
     os.close(leader)
+    shown = b"".join(chunks).decode()
     assert "\r" in shown and "on a terminal" in shown and "10/10" in shown, shown  # tqdm's redrawn bar
 
 
