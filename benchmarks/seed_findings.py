@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/seed_findings.py results/seeds/tables/final_scores.csv [--small-cost 2]
 
 Prints the final A_KA / A_ZS / GM of every run by seed, then each finding per seed (holds or not, with the two
-numbers compared) and how many seeds it holds on.
+numbers compared) and on how many of its checks (seeds x methods under test) it holds.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> None:
     findings = check_findings(scores, small_cost=args.small_cost)
     print(findings.with_columns(pl.col("ours").round(1), pl.col("against").round(1)))
     tally = findings.group_by("finding").agg(
-        pl.col("holds").sum().alias("seeds_holding"), pl.len().alias("checks")
+        pl.col("holds").sum().alias("checks_holding"), pl.len().alias("checks")
     )
     print(tally.sort("finding"))
 

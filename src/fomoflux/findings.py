@@ -34,6 +34,11 @@ def _one(rows: pl.DataFrame, what: str, seed: int) -> dict:
     return rows.row(0, named=True)
 
 
+def _finding(seed: int, finding: str, subject: str, ours: float, against: float, holds: bool) -> dict:
+    return {"seed": seed, "finding": finding, "subject": subject, "ours": 100 * ours, "against": 100 * against,
+            "holds": holds}
+
+
 def check_findings(scores: pl.DataFrame, small_cost: float = 2.0) -> pl.DataFrame:
     """One row per (seed, finding, subject): ``holds`` and the two numbers compared (in %), ``ours`` (the method
     under test) and ``against`` (what the paper says it beats or trails)."""
@@ -46,27 +51,23 @@ def check_findings(scores: pl.DataFrame, small_cost: float = 2.0) -> pl.DataFram
         trained = runs.filter(pl.col("method") != "zeroshot")
         finetune = _one(runs.filter((pl.col("method") == "finetune") & (pl.col("schedule") == "cosine")),
                         "finetune (cosine)", seed)
-
-        def add(finding: str, subject: str, ours: float, against: float, holds: bool, seed: int = seed) -> None:
-            out.append({"seed": seed, "finding": finding, "subject": subject, "ours": 100 * ours,
-                        "against": 100 * against, "holds": holds})
-
         for row in trained.filter(pl.col("method").is_in(PEFT_METHODS)).iter_rows(named=True):
-            add("peft_retains_more", row["run"], row["A_ZS"], finetune["A_ZS"], row["A_ZS"] > finetune["A_ZS"])
-            add("peft_accumulates_less", row["run"], row["A_KA"], finetune["A_KA"], row["A_KA"] < finetune["A_KA"])
+            zs, ka = (row["A_ZS"], finetune["A_ZS"]), (row["A_KA"], finetune["A_KA"])
+            out.append(_finding(seed, "peft_retains_more", row["run"], *zs, zs[0] > zs[1]))
+            out.append(_finding(seed, "peft_accumulates_less", row["run"], *ka, ka[0] < ka[1]))
         ema = trained.filter(pl.col("method") == "ema_merge")
         if ema.height:
             best_ema = ema.sort("GM", descending=True).row(0, named=True)
             others = trained.filter((pl.col("method") != "ema_merge") & (pl.col("schedule") == "cosine"))
             rival = others.sort("GM", descending=True).row(0, named=True)
-            add("ema_merge_best_gm", f"{best_ema['run']} vs {rival['run']}", best_ema["GM"], rival["GM"],
-                best_ema["GM"] > rival["GM"])
+            out.append(_finding(seed, "ema_merge_best_gm", f"{best_ema['run']} vs {rival['run']}", best_ema["GM"],
+                                rival["GM"], best_ema["GM"] > rival["GM"]))
         meta = trained.filter((pl.col("method") == "finetune") & pl.col("schedule").is_in(META_SCHEDULES))
         for row in meta.iter_rows(named=True):
-            add("meta_schedule_retains_more", row["run"], row["A_ZS"], finetune["A_ZS"],
-                row["A_ZS"] > finetune["A_ZS"])
-            add("meta_schedule_small_ka_cost", row["run"], row["A_KA"], finetune["A_KA"],
-                100 * (finetune["A_KA"] - row["A_KA"]) <= small_cost)
+            zs, ka = (row["A_ZS"], finetune["A_ZS"]), (row["A_KA"], finetune["A_KA"])
+            out.append(_finding(seed, "meta_schedule_retains_more", row["run"], *zs, zs[0] > zs[1]))
+            out.append(_finding(seed, "meta_schedule_small_ka_cost", row["run"], *ka,
+                                100 * (ka[1] - ka[0]) <= small_cost))
     schema = {"seed": pl.Int64, "finding": pl.String, "subject": pl.String, "ours": pl.Float64,
               "against": pl.Float64, "holds": pl.Boolean}
     return pl.DataFrame(out, schema=schema)
