@@ -199,6 +199,35 @@ def test_captions():
     assert digit.captions[0] == f"a handwritten digit {digit.class_name}, white strokes on black"
 
 
+def test_every_caption_and_prompt_fits_the_tiny_models_context():
+    # fomo-tiny-vit reads 16 tokens: a longer text would be cut before its end token, silently. Pool and scenes
+    # captions are enumerated over every attribute combination; the classification sets are drawn whole.
+    import itertools
+
+    import open_clip
+
+    from fomoflux.data import render
+    from fomoflux.data.mini import _scene_captions
+    from fomoflux.model import architecture_config
+
+    context = architecture_config("fomo-tiny-vit")["text_cfg"]["context_length"]
+    encode = open_clip.get_tokenizer("ViT-B-32").encode
+    texts = set()
+    for shape, colour, background, size in itertools.product(
+        render.POOL_SHAPES, render.COLORS, render.BACKGROUNDS, ("small", "medium", "large")
+    ):
+        texts.update(_scene_captions(REGISTRY["pool"], None, {"shape": shape, "colour": colour,
+                                                               "background": background, "size": size}))
+    for spec in REGISTRY.values():
+        texts.update(spec.class_prompt(c) for c in spec.classnames)
+        if spec.classnames:
+            for split in spec.splits:
+                texts.update(c for s in generate_split(spec, split, 0, 32) for c in s.captions)
+    longest = max(texts, key=lambda t: len(encode(t)))
+    assert len(texts) > 1000
+    assert len(encode(longest)) + 2 <= context, (longest, len(encode(longest)) + 2, context)  # + start and end
+
+
 def test_digits_are_the_real_sklearn_digits():
     from sklearn.datasets import load_digits
 

@@ -29,8 +29,8 @@ import torch
 
 from fomoflux.errors import ConfigError
 
-__all__ = ["OPTIMIZER_CONVENTIONS", "OptimizerConvention", "adamw", "decay_groups", "optimizer_convention",
-           "resolve_optimizer"]
+__all__ = ["OPTIMIZER_CONVENTIONS", "OptimizerConvention", "adamw", "decay_groups", "fused_adamw_supported",
+           "optimizer_convention", "resolve_optimizer"]
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,16 @@ def decay_groups(model: torch.nn.Module, params: Sequence[torch.nn.Parameter], w
     return groups
 
 
+def fused_adamw_supported(device: torch.device, params: Sequence[torch.nn.Parameter]) -> bool | None:
+    """Whether torch's fused AdamW serves ``params`` on ``device``: CUDA and CPU kernels, floating-point weights.
+    ``None`` (torch's choice, the per-tensor loop) elsewhere."""
+    if device.type not in ("cuda", "cpu"):
+        return None
+    return True if all(p.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) for p in params) else None
+
+
 def adamw(model: torch.nn.Module, params: Sequence[torch.nn.Parameter], *, lr: float, weight_decay: float,
           convention_name: str, betas: tuple[float, float], eps: float, fused: bool | None = None) -> torch.optim.AdamW:
-    """A fresh AdamW over ``params`` as the convention groups them (``fused``: torch's fused CUDA kernel)."""
+    """A fresh AdamW over ``params`` as the convention groups them (``fused``: torch's fused kernel)."""
     return torch.optim.AdamW(decay_groups(model, params, weight_decay, convention_name), lr=lr, betas=tuple(betas),
                              eps=eps, fused=fused)
