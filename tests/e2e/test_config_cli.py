@@ -42,7 +42,7 @@ def test_config_overrides_apply_on_top_of_the_default_config(tmp_path):
     jobs = planned(proc.stdout)
     trained = {output.split("/")[2] for rule, output in jobs if rule == "train_task"}
     # The default config's runs (not an empty or replaced config), each with one task, all under the new folder.
-    assert trained == {"finetune", "lora", "bitfit", "ewc", "ema_merge", "offline_merge"}
+    assert trained == {"finetune", "lora", "bitfit", "ewc", "ema_merge"}
     assert sum(rule == "train_task" for rule, _ in jobs) == len(trained)
     assert all(output.startswith("elsewhere/") for _, output in jobs), jobs[:5]
 

@@ -140,7 +140,7 @@ def filled(path: Path, schema) -> dict:
     return config
 
 
-@pytest.mark.parametrize("preset", ["orderings", "mixtures", "schedules", "seeds"])
+@pytest.mark.parametrize("preset", ["orderings", "mixtures", "schedules", "seeds", "merges"])
 def test_presets_share_the_default_data_root_and_agree_on_what_it_holds(schema, preset):
     default = filled(ROOT / "config" / "config.yaml", schema)
     config = filled(ROOT / "config" / f"{preset}.yaml", schema)

@@ -58,10 +58,10 @@ def test_plan_of_a_grid(config):
         (lambda c: c["runs"]["finetune"].update(method="nope"), "runs.finetune: unknown method 'nope'"),
         (lambda c: c["runs"]["ema_merge"].update(method_options={"weight": 2.0}), "runs.ema_merge.*weight"),
         (lambda c: c.update(runs={}), "declares no run"),
-        (lambda c: c["runs"]["offline_merge"].update(method_options={"weights": [1.0, 2.0]}),
+        (lambda c: c["runs"].update(offline_merge={"method": "offline_merge", "method_options": {"weights": [1.0, 2.0]}}),
          "runs.offline_merge.method_options.weights: 2 weights for 5 merged models"),
         (lambda c: c["runs"]["lora"].update(method_options={"rank": 999}), "runs.lora.*rank"),
-        (lambda c: c["runs"]["offline_merge"].update(method_options={"operator": "average"}),
+        (lambda c: c["runs"].update(offline_merge={"method": "offline_merge", "method_options": {"operator": "average"}}),
          "unknown merge operator 'average'"),
         (lambda c: c["runs"]["finetune"].update(training={"schedule": "rsqrt", "schedule_options": {"cooldown": 2.0}}),
          "cooldown"),
@@ -202,10 +202,10 @@ def test_optimizer_settings_are_resolved_into_the_task_spec(config):
 
 def test_budget_table_gives_steps_as_configured(config):
     config["training"]["budget"] = "table"
-    config["budget"] = {"table": {"finetune": 30, "lora": 41, "bitfit": 90, "ewc": 2, "ema_merge": 30}}
-    with pytest.raises(ConfigError, match=r"runs\.offline_merge\.training\.budget: 'table'.*no entry 'offline_merge'"):
+    config["budget"] = {"table": {"finetune": 30, "lora": 41, "bitfit": 90, "ewc": 2}}
+    with pytest.raises(ConfigError, match=r"runs\.ema_merge\.training\.budget: 'table'.*no entry 'ema_merge'"):
         build_plan(config, check_against_model=False)
-    config["budget"]["table"].update(offline_merge=30, unused_run=7)  # entries of other runs are unused
+    config["budget"]["table"].update(ema_merge=30, unused_run=7)  # entries of other runs are unused
     plan = build_plan(config, check_against_model=False)
     assert plan.budget_settings("lora") == {"steps": 30, "budget": "table", "batch_size": 128, "table_steps": 41}
     assert plan.profiles == {}  # nothing to profile: the steps are given (and zeroshot, never trained, needs no entry)

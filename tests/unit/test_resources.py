@@ -17,6 +17,7 @@ from fomoflux.pipeline.resources import (
     eval_memory_mb,
     manifest_rows,
     runtime_minutes,
+    shard_workers,
     task_memory_mb,
 )
 from fomoflux.pipeline.slurm import failure_report, scheduled_jobs, slurm_reason, submitted_jobs
@@ -100,6 +101,23 @@ def test_cpus_per_gpu():
     assert cpus_per_gpu(8, 1) == 8
     assert cpus_per_gpu(8, 3) == 3
     assert cpus_per_gpu(1, 4) == 1
+
+
+def test_shard_workers_one_per_full_shard_of_a_generated_dataset():
+    from fomoflux.data.mini import mini_registry
+    from fomoflux.data.registry import DatasetSpec
+
+    mini = mini_registry()
+    # pool: 40,000 train samples = 20 shards of 2,000; new_shapes: 750 + 300, less than one shard
+    assert shard_workers(mini["pool"], threads=4, shard_size=2000, scale=1.0) == 4
+    assert shard_workers(mini["pool"], threads=4, shard_size=2000, scale=0.1) == 2
+    assert shard_workers(mini["pool"], threads=4, shard_size=20_000, scale=1.0) == 2
+    assert shard_workers(mini["new_shapes"], threads=4, shard_size=2000, scale=1.0) == 1
+    assert shard_workers(mini["new_shapes"], threads=4, shard_size=500, scale=1.0) == 2
+    # a downloaded dataset's size is unknown to the plan: it gets every thread it may have
+    download = DatasetSpec("real", "classification", "adaptation", ("a", "b"), "a photo of a {}.",
+                           source={"download": {"url": "file:///x.tar"}})
+    assert shard_workers(download, threads=3, shard_size=2000, scale=1.0) == 3
 
 
 def test_manifest_rows_reads_footer_or_split_column(tmp_path):

@@ -182,6 +182,15 @@ def get_archive(wildcards):
     return []
 
 
+def shard_threads(wildcards):
+    return job_resources.shard_workers(
+        PLAN.registry[wildcards.dataset],
+        threads=PLAN.benchmark["shard_threads"],
+        shard_size=PLAN.benchmark["shard_size"],
+        scale=PLAN.benchmark["scale"],
+    )
+
+
 def dataset_params(wildcards):
     """What determines a dataset's shards (a change regenerates that dataset only)."""
     spec = PLAN.registry[wildcards.dataset]

@@ -28,7 +28,7 @@ rule shard_dataset:
         f"{BENCH}/shard_dataset/{{dataset}}.tsv"
     conda:
         CONDA_ENV
-    threads: PLAN.benchmark["shard_threads"]
+    threads: shard_threads
     params:
         dataset=dataset_params,
     script:

@@ -38,6 +38,7 @@ __all__ = [
     "runtime_minutes",
     "cpus_per_gpu",
     "data_workers",
+    "shard_workers",
     "manifest_rows",
 ]
 
@@ -139,6 +140,20 @@ def data_workers(setting: Any, threads: int, on_gpu: bool) -> int:
             raise ConfigError(f"data_workers must be 'auto' or an integer >= 0, got {setting!r}")
         return setting
     return max(2, int(threads) - 1) if on_gpu else 0
+
+
+def shard_workers(spec: Any, *, threads: int, shard_size: int, scale: float) -> int:
+    """Processes of a shard_dataset job: at most ``threads`` (``benchmark.shard_threads``), and for a generated
+    dataset, whose size the plan knows, one per full shard: a worker process costs a second of start-up (it imports
+    the image stack), more than drawing a shard of the mini benchmark's small sets, which one process writes while
+    the other cores run the next dataset. Downloaded datasets get ``threads``."""
+    generate = spec.source.get("generate")
+    if not generate:
+        return max(1, int(threads))
+    from fomoflux.data.mini import split_count
+
+    samples = sum(split_count(spec, split, scale) for split in spec.splits if split in generate)
+    return max(1, min(int(threads), samples // int(shard_size)))
 
 
 def cpus_per_gpu(threads: int, gpus: int) -> int:
