@@ -11,8 +11,8 @@ DATA = 3  # dataset generation, import and sharding (2: original bytes, byte off
 MODEL = 2  # base-model pretraining (2: torch's fused AdamW on the CPU too)
 TRAIN = 6  # the task update: loop, mixture, methods, schedules (3: streamed batches, RandomResizedCrop, pool share;
 # 4: dynamic_recovery and the rsqrt family computed as the reference does; 5: the reference's AdamW, separate q/k/v
-# adapters with the reference's inits, DoRA's detached norm, EWC's Fisher and SI's path integral as the reference; 6: torch's fused AdamW on the CPU
-# too)
+# adapters with the reference's inits, DoRA's detached norm, EWC's Fisher and SI's path integral as the reference;
+# 6: torch's fused AdamW on the CPU too)
 EVAL = 3  # zero-shot evaluation and retrieval (2: the reference's PRIMER prompts, retrieval over every caption;
 # 3: the reference's per-class subset draw, the base model on the subset, full test sets evaluated apart)
 REPORT = 2  # metric aggregation (A_KA, A_ZS, GM) (2: subset and full-test-set results in separate tables)

@@ -113,7 +113,8 @@ def fused_adamw_supported(device: torch.device, params: Sequence[torch.nn.Parame
     ``None`` (torch's choice, the per-tensor loop) elsewhere."""
     if device.type not in ("cuda", "cpu"):
         return None
-    return True if all(p.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) for p in params) else None
+    floating = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    return True if all(p.dtype in floating for p in params) else None
 
 
 def adamw(model: torch.nn.Module, params: Sequence[torch.nn.Parameter], *, lr: float, weight_decay: float,
