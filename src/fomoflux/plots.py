@@ -115,8 +115,10 @@ def plot_trajectories(summary: pl.DataFrame, out_png, out_pdf, *, title: str | N
     runs = [r for r in runs if r not in set(references)]
 
     with rc_context(RC):
-        # Beside the axes when a legend inside would hide points: many runs, or long labels.
-        many = len(runs) > 8 or (len(runs) > 4 and max(len(r) for r in runs) > 14)
+        # Beside the axes when a legend inside would hide points: more than four curves (a base model's reference
+        # lines count, their label is long), or long run names.
+        curves = len(runs) + len(references)
+        many = curves > 4 or (curves > 2 and max(len(r) for r in runs + references) > 14)
         fig = Figure(figsize=(6.4 if not many else 8.4, 4.8), layout="constrained")
         ax = fig.add_subplot()
         handles = []

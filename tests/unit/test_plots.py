@@ -6,6 +6,7 @@ import math
 
 import polars as pl
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from fomoflux.metrics import matrix_from_evals, summarize
 from fomoflux.plots import (
@@ -82,6 +83,25 @@ def test_trajectories_show_the_zero_shot_run(tmp_path):
     assert f"zeroshot (base model): $A_{{KA}}$ {x0:.1f}, $A_{{ZS}}$ {y0:.1f}" in legend
     assert "finetune" in legend and "zeroshot" not in legend  # no trajectory line for the zero-shot run
     assert not [ln for ln in ax.lines if ln.get_label() == "zeroshot"]
+
+
+def test_trajectories_legend_leaves_the_axes_when_it_would_hide_points(tmp_path):
+    # The default run: five trained runs and the base model's reference lines. Inside the axes its legend covered
+    # curves; beside them it covers none. Two short-named runs keep it inside.
+    def legend_right_of_axes(summary, zero_shot_runs=()):
+        fig = plot_trajectories(summary, tmp_path / "t.png", tmp_path / "t.pdf", zero_shot_runs=zero_shot_runs)
+        ax = fig.axes[0]
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        return ax.get_legend().get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1
+
+    base = summarize(_matrix("finetune", 3, slope=0.0)).filter(pl.col("task") == 0)
+    zeroshot = pl.concat([base.with_columns(pl.lit(t, pl.Int64).alias("task")) for t in range(4)])
+    zeroshot = zeroshot.with_columns(pl.lit("zeroshot").alias("run"))
+    five = pl.concat([summarize(_matrix(run, 3, slope=0.02 * (i + 1)))
+                      for i, run in enumerate(["finetune", "ema_merge", "ewc", "lora", "bitfit"])])
+    assert legend_right_of_axes(pl.concat([five, zeroshot]), zero_shot_runs=["zeroshot"])
+    two = pl.concat([summarize(_matrix(run, 3, slope=0.02 * (i + 1))) for i, run in enumerate(["ft", "lora"])])
+    assert not legend_right_of_axes(two)
 
 
 def test_trajectories_many_runs_and_no_task0(tmp_path):

@@ -16,8 +16,8 @@ TRAIN = 6  # the task update: loop, mixture, methods, schedules (3: streamed bat
 EVAL = 3  # zero-shot evaluation and retrieval (2: the reference's PRIMER prompts, retrieval over every caption;
 # 3: the reference's per-class subset draw, the base model on the subset, full test sets evaluated apart)
 REPORT = 2  # metric aggregation (A_KA, A_ZS, GM) (2: subset and full-test-set results in separate tables)
-FIGURES = 2  # figures and score tables (1: A_KA / A_ZS math labels, zero-shot reference lines, budget mode;
-# 2: trajectories on the subset only, a full-test-set figure and table)
+FIGURES = 3  # figures and score tables (1: A_KA / A_ZS math labels, zero-shot reference lines, budget mode;
+# 2: trajectories on the subset only, a full-test-set figure and table; 3: the legend beside the axes from five curves)
 BUDGET = 2  # step profiling (FLOPs, memory) and budgets (2: q/k/v adapters, EWC's Fisher pass and SI's copies)
 MERGE = 2  # merge operators over saved checkpoints (2: the reference's argument order, TIME grid from θ1, 2^i / fifth /
 # tenth weightings, tower-wide TIES / DARE / breadcrumbs, LiNeS replacing λ)
