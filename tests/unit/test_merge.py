@@ -418,25 +418,25 @@ def test_lines_depths_on_open_clip_keys():
         check_lines({"alpha": 0.5, "beta": 0.5, "scaling": "cubic"})
 
 
-def test_lines_factors_per_layer_of_a_4_block_tower():
-    # fomo-tiny-vit: 4 image blocks (L = 4), 3 text blocks; α + β·f(ℓ/(L−1)), α for every non-block key
+def test_lines_factors_per_layer_of_a_3_block_tower():
+    # fomo-tiny-vit: 3 image blocks (L = 3), 2 text blocks; α + β·f(ℓ/(L−1)), α for every non-block key
     tiny, _ = create_model("fomo-tiny-vit", device="meta")
     keys = list(tiny.state_dict())
     image = "visual.transformer.resblocks.{}.attn.in_proj_weight"
     expected = {
-        "linear": [0.2, 0.4, 0.6, 0.8],
-        "quadratic": [0.2, 0.2 + 0.6 / 9, 0.2 + 0.6 * 4 / 9, 0.8],
-        "sqrt": [0.2, 0.2 + 0.6 * math.sqrt(1 / 3), 0.2 + 0.6 * math.sqrt(2 / 3), 0.8],
+        "linear": [0.2, 0.5, 0.8],
+        "quadratic": [0.2, 0.2 + 0.6 / 4, 0.8],
+        "sqrt": [0.2, 0.2 + 0.6 * math.sqrt(1 / 2), 0.8],
     }
     for scaling, factors in expected.items():
         scales = lines_scales(keys, alpha=0.2, beta=0.6, scaling=scaling)
-        assert [scales[image.format(layer)] for layer in range(4)] == pytest.approx(factors), scaling
+        assert [scales[image.format(layer)] for layer in range(3)] == pytest.approx(factors), scaling
         for key in ["visual.conv1.weight", "visual.proj", "visual.ln_post.weight", "ln_final.weight",
                     "text_projection", "token_embedding.weight", "logit_scale"]:
             assert scales[key] == 0.2, (scaling, key)
     scales = lines_scales(keys, alpha=0.2, beta=0.6)
-    text = [scales[f"transformer.resblocks.{layer}.ln_1.weight"] for layer in range(3)]
-    assert text == pytest.approx([0.2, 0.5, 0.8])  # the text tower's own L = 3
+    text = [scales[f"transformer.resblocks.{layer}.ln_1.weight"] for layer in range(2)]
+    assert text == pytest.approx([0.2, 0.8])  # the text tower's own L = 2
 
 
 def test_lines_scales_the_merged_task_vector(micro_files):

@@ -29,7 +29,7 @@ SOURCES = {
 ATTN_IN = "visual.transformer.resblocks.0.attn.in_proj_weight"
 MLP_OUT = "transformer.resblocks.1.mlp.c_proj.weight"
 QKV = ("q", "k", "v")
-TINY = "fomo-tiny-vit"  # config/models/fomo-tiny-vit.json: width 128 in both towers, 4 image and 3 text blocks
+TINY = "fomo-tiny-vit"  # config/models/fomo-tiny-vit.json: width 128 in both towers, 3 image and 2 text blocks
 
 
 def block_prefixes(name: str) -> list[str]:
@@ -336,11 +336,11 @@ def adapter_modules(model: torch.nn.Module, kind: type) -> list[torch.nn.Module]
 @pytest.mark.parametrize(
     "name, trainable, frozen_floats",
     [
-        # per block (width 128, MLP 512): q, k, v each A 5×128 + B 128×5, c_proj A 5×512 + B 128×5; 4 + 3 blocks
-        ("lora", 7 * (3 * (5 * 128 + 128 * 5) + 5 * 512 + 128 * 5), 0),  # 49,280
-        ("dora", 7 * (3 * (5 * 128 + 128 * 5 + 128) + 5 * 512 + 128 * 5 + 128), 0),  # + a magnitude per row: 52,864
+        # per block (width 128, MLP 512): q, k, v each A 5×128 + B 128×5, c_proj A 5×512 + B 128×5; 3 + 2 blocks
+        ("lora", 5 * (3 * (5 * 128 + 128 * 5) + 5 * 512 + 128 * 5), 0),  # 35,200
+        ("dora", 5 * (3 * (5 * 128 + 128 * 5 + 128) + 5 * 512 + 128 * 5 + 128), 0),  # + a magnitude per row: 37,760
         # d (5) and b (128) per q, k, v and per c_proj; A and B frozen, one pair per block shape (128×128, 128×512)
-        ("vera", 7 * (3 * (5 + 128) + 5 + 128), 5 * 128 + 128 * 5 + 5 * 512 + 128 * 5),  # 3,724 (+ 4,480 frozen)
+        ("vera", 5 * (3 * (5 + 128) + 5 + 128), 5 * 128 + 128 * 5 + 5 * 512 + 128 * 5),  # 2,660 (+ 4,480 frozen)
     ],
 )
 def test_reference_parameter_counts_on_fomo_tiny_vit(name, trainable, frozen_floats):
@@ -351,7 +351,7 @@ def test_reference_parameter_counts_on_fomo_tiny_vit(name, trainable, frozen_flo
     assert sum(p.numel() for p in method.trainable_parameters(model)) == trainable
     assert method.extra_memory_bytes([]) == 4 * frozen_floats
     targeted = select_targets(model, name, "both", ["attn_in", "mlp_out"], None)
-    assert len(targeted) == 2 * (4 + 3)
+    assert len(targeted) == 2 * (3 + 2)
     for weight in (n for n in targeted if n.endswith("attn.in_proj_weight")):
         for x in QKV:  # three separate rank-5 adapters on the fused [q; k; v] projection, one per 128 rows
             if name == "vera":
@@ -390,11 +390,11 @@ def test_lora_q_k_v_adapters_act_on_their_own_rows_and_fold_into_a_plain_checkpo
     base = state(model)
     method = get_method("lora", {"scale": 0.5})
     method.begin_task(model, context(base))
-    weight = "transformer.resblocks.2.attn.in_proj_weight"
+    weight = "transformer.resblocks.1.attn.in_proj_weight"
     with torch.no_grad():  # move only k's adapter of one text block
         method._live[f"{weight}.k.lora_B"].copy_(torch.randn(128, 5, generator=torch.Generator().manual_seed(2)))
     a_k, b_k = method._live[f"{weight}.k.lora_A"].detach(), method._live[f"{weight}.k.lora_B"].detach()
-    adapted = model.get_submodule("transformer.resblocks.2.attn").in_proj_weight.detach()
+    adapted = model.get_submodule("transformer.resblocks.1.attn").in_proj_weight.detach()
     assert torch.equal(adapted[:128], base[weight][:128]) and torch.equal(adapted[256:], base[weight][256:])
     torch.testing.assert_close(adapted[128:256], base[weight][128:256] + 0.5 * (b_k @ a_k), rtol=0, atol=1e-7)
     assert not torch.equal(adapted[128:256], base[weight][128:256])
@@ -440,7 +440,7 @@ def test_vera_reference_init_on_fomo_tiny_vit():
     method = get_method("vera", {"rank": rank})
     method.begin_task(model, context(base))
     weights = adapter_modules(model, fomoflux.methods.vera.VeRAWeight)
-    assert len(weights) == 7 * (3 + 1)  # q, k, v and c_proj of 4 image + 3 text blocks
+    assert len(weights) == 5 * (3 + 1)  # q, k, v and c_proj of 3 image + 2 text blocks
     for module in weights:
         assert torch.equal(module.vera_d, torch.zeros(rank))  # the reference: d = 0, b = 0.1
         assert torch.equal(module.vera_b, torch.full((module.vera_B.shape[0],), 0.1))
@@ -469,7 +469,7 @@ def test_lora_A_init_is_kaiming_uniform_with_a_sqrt_rank():
     base = state(model)
     method = get_method("lora", {"rank": 64})
     method.begin_task(model, context(base))
-    a = method._live["visual.transformer.resblocks.3.mlp.c_proj.weight.lora_A"]
+    a = method._live["visual.transformer.resblocks.2.mlp.c_proj.weight.lora_A"]
     bound = math.sqrt(6 / (65 * 512))  # the reference's a = √rank; peft's a = √5 would give 1/√512
     assert a.shape == (64, 512) and bound * 0.95 < a.abs().max() <= bound
 

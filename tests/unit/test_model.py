@@ -27,8 +27,8 @@ from fomoflux.model import (
 def test_project_architectures():
     tiny = architecture_config("fomo-tiny-vit")
     assert tiny["embed_dim"] == 128
-    assert tiny["vision_cfg"] == {"image_size": 32, "layers": 4, "width": 128, "head_width": 32, "patch_size": 8}
-    assert tiny["text_cfg"] == {"context_length": 16, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3}
+    assert tiny["vision_cfg"] == {"image_size": 32, "layers": 3, "width": 128, "head_width": 32, "patch_size": 8}
+    assert tiny["text_cfg"] == {"context_length": 16, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2}
     micro = architecture_config(MICRO)
     assert micro["embed_dim"] == 64 and micro["vision_cfg"]["layers"] == 2 and micro["text_cfg"]["layers"] == 2
     assert micro["vision_cfg"]["patch_size"] == 8 and micro["text_cfg"]["context_length"] == 24

@@ -35,7 +35,7 @@ Precision: the forward pass and the loss run under ``fomoflux.device.autocast(de
 bf16 on CUDA, plain fp32 on the CPU, so CPU runs are unchanged); backward, clipping and the optimizer step run
 outside it, and parameters, gradients and optimizer state stay fp32 (TF32 matmuls on CUDA). On CUDA and the CPU
 AdamW is torch's fused kernel (the same update as the per-tensor loop, in one pass: on the CPU it cuts the step of
-fomo-tiny-vit, whose 6.3M-entry token embedding is 81 % of its weights, by ~15 %); ``cfg.compile`` compiles the
+fomo-tiny-vit, whose 6.3M-entry token embedding is 86 % of its weights, by ~15 %); ``cfg.compile`` compiles the
 forward pass with ``torch.compile`` and ``cfg.grad_checkpointing`` turns on open_clip's activation checkpointing.
 
 Data parallelism: inside a ``torch.distributed`` process group of W > 1 ranks (``fomoflux.device.run_distributed``)
